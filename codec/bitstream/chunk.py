@@ -1,0 +1,163 @@
+"""Chunks: a 16-byte head (sync, profile, count, first frame, payload size), the payload, a CRC32.
+
+Payload profiles (format_spec.md "Chunk payloads"):
+  raw      the records as they are: count * 70 bytes, 35 little-endian int16 per frame.
+  entropy  d[0] = r[0], d[t] = r[t] - r[t-1] (int16 wrap-around); zigzag z = (d << 1) ^ (d >> 15) as uint16;
+           arranged parameter-major (all frames of parameter 0, then parameter 1, ...); split into a plane of
+           low bytes followed by a plane of high bytes; one zstd frame. Decodes to the identical records.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import construct
+import numpy as np
+
+from codec.bitstream.compress import compress, decompress_exact
+from codec.bitstream.schema import (
+    CHUNK_HEAD_SIZE,
+    CHUNK_OVERHEAD,
+    CRC_SIZE,
+    MAX_CHUNK_FRAMES,
+    N_PARAMS,
+    PROFILE_ENTROPY,
+    PROFILE_NAMES,
+    PROFILE_RAW,
+    RECORD_SIZE,
+    SYNC,
+    ChunkHead,
+)
+from codec.errors import BitstreamError
+
+
+@dataclass(frozen=True)
+class ChunkInfo:
+    """Where one intact chunk lies in the file and what it holds (its CRC has been checked)."""
+
+    offset: int  # byte offset of the sync word
+    profile: int
+    count: int
+    first_frame: int
+    payload_size: int
+
+    @property
+    def payload_offset(self) -> int:
+        return self.offset + CHUNK_HEAD_SIZE
+
+    @property
+    def end(self) -> int:  # one past the last byte of the CRC
+        return self.offset + CHUNK_OVERHEAD + self.payload_size
+
+    @property
+    def frames(self) -> range:
+        return range(self.first_frame, self.first_frame + self.count)
+
+    @property
+    def profile_name(self) -> str:
+        return PROFILE_NAMES.get(self.profile, f"unknown({self.profile})")
+
+
+class ChunkDamage(Exception):
+    """A chunk that cannot be used, with the reason; `truncated` when the file ends inside it."""
+
+    def __init__(self, reason: str, truncated: bool = False):
+        super().__init__(reason)
+        self.truncated = truncated
+
+
+def as_records(records: np.ndarray) -> np.ndarray:
+    records = np.asarray(records)
+    if records.ndim != 2 or records.shape[1] != N_PARAMS or records.dtype != np.int16:
+        raise BitstreamError(f"records must be int16 of shape (n, {N_PARAMS}), got {records.dtype} {records.shape}")
+    return records
+
+
+def encode_payload(records: np.ndarray, profile: int) -> bytes:
+    records = as_records(records)
+    if profile == PROFILE_RAW:
+        return records.astype("<i2").tobytes()
+    if profile == PROFILE_ENTROPY:
+        return compress(_entropy_planes(records))
+    raise BitstreamError(f"unknown chunk profile {profile}")
+
+
+def _entropy_planes(records: np.ndarray) -> bytes:
+    r = records.astype(np.int16)
+    d = np.empty_like(r)
+    d[0] = r[0]
+    with np.errstate(over="ignore"):
+        d[1:] = r[1:] - r[:-1]  # int16 arithmetic wraps, which the decoder's cumulative sum undoes exactly
+    z = ((d.astype(np.int32) << 1) ^ (d.astype(np.int32) >> 15)).astype(np.uint16)
+    z = np.ascontiguousarray(z.T)  # parameter-major
+    return (z & 0xFF).astype(np.uint8).tobytes() + (z >> 8).astype(np.uint8).tobytes()
+
+
+def decode_payload(payload: bytes, profile: int, count: int) -> np.ndarray:
+    """Payload bytes -> int16 records (count, 35); BitstreamError if it does not decode to exactly that."""
+    size = count * RECORD_SIZE
+    if profile == PROFILE_RAW:
+        if len(payload) != size:
+            raise BitstreamError(f"raw payload holds {len(payload)} bytes, expected {size}")
+        return np.frombuffer(payload, dtype="<i2").reshape(count, N_PARAMS).astype(np.int16)
+    if profile == PROFILE_ENTROPY:
+        planes = np.frombuffer(decompress_exact(payload, size, "entropy payload"), dtype=np.uint8)
+        n = count * N_PARAMS
+        z = (planes[:n].astype(np.uint16) | (planes[n:].astype(np.uint16) << 8)).reshape(N_PARAMS, count).T
+        d = ((z >> 1).astype(np.int32) ^ -(z & 1).astype(np.int32)).astype(np.int16)
+        with np.errstate(over="ignore"):
+            return np.cumsum(d, axis=0, dtype=np.int16)
+    raise BitstreamError(f"unknown chunk profile {profile} (written by a newer encoder?)")
+
+
+def encode_chunk(records: np.ndarray, first_frame: int, profile: int) -> bytes:
+    records = as_records(records)
+    if not 1 <= len(records) <= MAX_CHUNK_FRAMES:
+        raise BitstreamError(f"a chunk holds 1..{MAX_CHUNK_FRAMES} frames, got {len(records)}")
+    payload = encode_payload(records, profile)
+    head = ChunkHead.build(
+        dict(sync=SYNC, profile=profile, reserved=0, count=len(records), first_frame=first_frame,
+             payload_size=len(payload))
+    )
+    body = head[len(SYNC) :] + payload
+    return SYNC + body + zlib.crc32(body).to_bytes(4, "little")
+
+
+def read_chunk_at(data: memoryview, offset: int) -> ChunkInfo:
+    """Check the chunk starting at `offset`: sync, sane head, bytes present, CRC, payload decodes.
+
+    Raises ChunkDamage saying what is wrong."""
+    available = len(data) - offset
+    if available < CHUNK_HEAD_SIZE:
+        if bytes(data[offset : offset + len(SYNC)]) != SYNC[: max(0, min(available, len(SYNC)))]:
+            raise ChunkDamage("no sync word")
+        raise ChunkDamage(f"file ends inside a chunk head ({available} of {CHUNK_HEAD_SIZE} bytes)", truncated=True)
+    try:
+        head = ChunkHead.parse(data[offset : offset + CHUNK_HEAD_SIZE])
+    except construct.ConstructError as exc:  # cannot happen with 16 bytes present; kept as a guard
+        raise ChunkDamage(f"unreadable chunk head ({exc})") from None
+    if head.sync != SYNC:
+        raise ChunkDamage("no sync word")
+    if head.count == 0:
+        raise ChunkDamage("chunk head damaged (record count 0)")
+    if head.profile == PROFILE_RAW and head.payload_size != head.count * RECORD_SIZE:
+        raise ChunkDamage(f"chunk head damaged (raw payload size {head.payload_size} != {head.count} x {RECORD_SIZE})")
+    end = offset + CHUNK_OVERHEAD + head.payload_size
+    if end > len(data):
+        raise ChunkDamage(
+            f"file ends inside a chunk (needs {end - offset} bytes, {available} present)", truncated=True
+        )
+    body = data[offset + len(SYNC) : end - CRC_SIZE]
+    if zlib.crc32(body).to_bytes(4, "little") != bytes(data[end - CRC_SIZE : end]):
+        raise ChunkDamage("chunk CRC32 mismatch")
+    if head.profile not in PROFILE_NAMES:
+        raise ChunkDamage(f"unknown chunk profile {head.profile} (written by a newer encoder?)")
+    if head.profile != PROFILE_RAW:
+        # A CRC-valid payload can still fail to decode (a faulty writer); find out now, so that every chunk
+        # a reader lists is one it can decode. zstd at ~1 GB/s makes this cheap next to reading the file.
+        try:
+            decode_payload(bytes(data[offset + CHUNK_HEAD_SIZE : end - CRC_SIZE]), head.profile, head.count)
+        except BitstreamError as exc:
+            raise ChunkDamage(str(exc)) from None
+    return ChunkInfo(offset, head.profile, head.count, head.first_frame, head.payload_size)

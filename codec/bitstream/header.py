@@ -1,0 +1,197 @@
+"""The .stv header: `StvHeader` (what it says) and `encode_header` / `decode_header` (its bytes).
+
+decode_header checks, in this order, so that each kind of damage gets its own message: length of the fixed
+prefix, magic, major version, declared header size against the bytes that exist, CRC32, field layout, ranges.
+Nothing is allocated beyond the bytes given (the ID latent is bounded by MAX_LATENT_VALUES).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import construct
+import numpy as np
+
+from codec.bitstream.compress import compress, decompress_exact
+from codec.bitstream.quant import QuantTable
+from codec.bitstream.schema import (
+    CRC_SIZE,
+    FRAME_COUNT_UNKNOWN,
+    HEADER_PREFIX_SIZE,
+    MAGIC,
+    MAJOR_VERSION,
+    MAX_LATENT_DIM,
+    MAX_LATENT_ROWS,
+    MAX_LATENT_VALUES,
+    MAX_STYLE_CHANNEL,
+    MAX_STYLE_LAYER,
+    MINOR_VERSION,
+    N_ALPHA,
+    HeaderBody,
+    HeaderPrefix,
+)
+from codec.errors import BitstreamError
+
+# Extension tags this reader knows; any other tag is skipped (and listed by stvinfo as unknown).
+EXT_NOTE = b"note"  # free UTF-8 text (e.g. the encoder's command line)
+KNOWN_EXTENSIONS = {EXT_NOTE: "UTF-8 note"}
+
+
+@dataclass(frozen=True)
+class StvHeader:
+    width: int
+    height: int
+    fps_num: int
+    fps_den: int
+    generator_name: str
+    generator_sha256: bytes  # 32 raw bytes: sha256 of the generator's weights file
+    style_indices: tuple[tuple[int, int], ...]  # 32 (layer, channel), StyleSpace convention (format_spec.md)
+    quant: QuantTable
+    id_latent: np.ndarray  # (rows, dim) float16
+    frame_count: int | None = None  # None: unknown (streaming)
+    extensions: tuple[tuple[bytes, bytes], ...] = ()  # (4-byte tag, data), in file order
+    version: tuple[int, int] = field(default=(MAJOR_VERSION, MINOR_VERSION))
+    flags: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id_latent", np.ascontiguousarray(self.id_latent, dtype=np.float16))
+        object.__setattr__(self, "style_indices", tuple((int(l), int(c)) for l, c in self.style_indices))
+        object.__setattr__(self, "extensions", tuple((bytes(t), bytes(d)) for t, d in self.extensions))
+        _check_ranges(self)
+
+    @property
+    def fps(self) -> Fraction:
+        return Fraction(self.fps_num, self.fps_den)
+
+    @property
+    def note(self) -> str | None:
+        for tag, data in self.extensions:
+            if tag == EXT_NOTE:
+                return data.decode("utf-8", errors="replace")
+        return None
+
+
+def _check_ranges(h: StvHeader) -> None:
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise BitstreamError(f"header: {message}")
+
+    need(1 <= h.width <= 0xFFFF and 1 <= h.height <= 0xFFFF, f"output size {h.width}x{h.height} out of 1..65535")
+    need(1 <= h.fps_num <= 0xFFFF_FFFF and 1 <= h.fps_den <= 0xFFFF_FFFF, f"frame rate {h.fps_num}/{h.fps_den} invalid")
+    need(h.frame_count is None or 0 <= h.frame_count < FRAME_COUNT_UNKNOWN, f"frame count {h.frame_count} invalid")
+    need(1 <= len(h.generator_name.encode("utf-8")) <= 255, "generator name must be 1..255 UTF-8 bytes")
+    need(len(h.generator_sha256) == 32, "generator digest must be 32 bytes")
+    need(len(h.style_indices) == N_ALPHA, f"need {N_ALPHA} StyleSpace indices, got {len(h.style_indices)}")
+    for k, (layer, channel) in enumerate(h.style_indices):
+        need(0 <= layer <= MAX_STYLE_LAYER and 0 <= channel <= MAX_STYLE_CHANNEL,
+             f"StyleSpace index {k} = ({layer}, {channel}) outside layer 0..{MAX_STYLE_LAYER}, "
+             f"channel 0..{MAX_STYLE_CHANNEL}")
+    rows, dim = h.id_latent.shape if h.id_latent.ndim == 2 else (0, 0)
+    need(1 <= rows <= MAX_LATENT_ROWS and 1 <= dim <= MAX_LATENT_DIM and rows * dim <= MAX_LATENT_VALUES,
+         f"ID latent shape {h.id_latent.shape} outside rows 1..{MAX_LATENT_ROWS}, dim 1..{MAX_LATENT_DIM}, "
+         f"rows*dim <= {MAX_LATENT_VALUES}")
+    need(bool(np.isfinite(h.id_latent).all()), "ID latent holds non-finite values")
+    need(len(h.extensions) <= 0xFFFF, "too many extension fields")
+    for tag, _ in h.extensions:
+        need(len(tag) == 4, f"extension tag {tag!r} must be 4 bytes")
+    need(0 <= h.flags <= 0xFFFF, "flags must fit in 16 bits")
+
+
+def encode_header(h: StvHeader) -> bytes:
+    body = HeaderBody.build(
+        dict(
+            width=h.width,
+            height=h.height,
+            fps_num=h.fps_num,
+            fps_den=h.fps_den,
+            frame_count=FRAME_COUNT_UNKNOWN if h.frame_count is None else h.frame_count,
+            generator_name=h.generator_name,
+            generator_sha256=h.generator_sha256,
+            style_indices=[dict(layer=l, channel=c) for l, c in h.style_indices],
+            quant=[dict(scale=float(s), offset=float(o)) for s, o in zip(h.quant.scale, h.quant.offset)],
+            latent_rows=h.id_latent.shape[0],
+            latent_dim=h.id_latent.shape[1],
+            latent_zstd=compress(h.id_latent.astype("<f2").tobytes()),
+            extensions=[dict(tag=t, data=d) for t, d in h.extensions],
+        )
+    )
+    size = HEADER_PREFIX_SIZE + len(body) + CRC_SIZE
+    prefix = HeaderPrefix.build(
+        dict(magic=MAGIC, major=h.version[0], minor=h.version[1], flags=h.flags, header_size=size)
+    )
+    head = prefix + body
+    return head + zlib.crc32(head).to_bytes(4, "little")
+
+
+def header_crc(head_without_crc: bytes) -> bytes:
+    return zlib.crc32(head_without_crc).to_bytes(4, "little")
+
+
+def decode_header(data: bytes | memoryview) -> tuple[StvHeader, int]:
+    """Parse the header at the start of `data` (the whole file or at least its header). Returns (header, size)."""
+    data = memoryview(data)
+    if len(data) == 0:
+        raise BitstreamError("empty file (0 bytes), not a .stv file")
+    if len(data) < HEADER_PREFIX_SIZE:
+        if bytes(data[:8]) != MAGIC[: len(data)]:
+            raise BitstreamError("not a .stv file (bad magic at byte 0)")
+        raise BitstreamError(f"truncated at byte {len(data)}: the header prefix needs {HEADER_PREFIX_SIZE} bytes")
+    prefix = HeaderPrefix.parse(data[:HEADER_PREFIX_SIZE])
+    if prefix.magic != MAGIC:
+        raise BitstreamError("not a .stv file (bad magic at byte 0)")
+    if prefix.major != MAJOR_VERSION:
+        raise BitstreamError(
+            f"unsupported .stv version {prefix.major}.{prefix.minor} (this reader reads {MAJOR_VERSION}.x)"
+        )
+    size = prefix.header_size
+    if size < HEADER_PREFIX_SIZE + CRC_SIZE:
+        raise BitstreamError(f"header damaged: header size field (byte 12) says {size} bytes, below the minimum")
+    if size > len(data):
+        raise BitstreamError(
+            f"truncated at byte {len(data)}: the header needs {size} bytes (header size field at byte 12)"
+        )
+    head = bytes(data[: size - CRC_SIZE])
+    if header_crc(head) != bytes(data[size - CRC_SIZE : size]):
+        raise BitstreamError(f"header damaged: CRC32 mismatch over bytes 0-{size - 1}")
+    return _parse_body(head[HEADER_PREFIX_SIZE:], prefix), size
+
+
+def _parse_body(body: bytes, prefix) -> StvHeader:
+    try:
+        fields = HeaderBody.parse(body)
+    except (construct.ConstructError, UnicodeDecodeError, ValueError) as exc:
+        raise BitstreamError(f"header damaged: unreadable fields ({_first_line(exc)})") from None
+    if fields.body_end != len(body):
+        raise BitstreamError(
+            f"header damaged: fields end at byte {HEADER_PREFIX_SIZE + fields.body_end} but the header declares "
+            f"{HEADER_PREFIX_SIZE + len(body) + CRC_SIZE} bytes"
+        )
+    rows, dim = fields.latent_rows, fields.latent_dim
+    if not (1 <= rows <= MAX_LATENT_ROWS and 1 <= dim <= MAX_LATENT_DIM and rows * dim <= MAX_LATENT_VALUES):
+        raise BitstreamError(f"header: ID latent shape {rows}x{dim} outside the format's limits")
+    raw = decompress_exact(fields.latent_zstd, rows * dim * 2, "header: ID latent")
+    latent = np.frombuffer(raw, dtype="<f2").reshape(rows, dim).astype(np.float16)
+    return StvHeader(
+        width=fields.width,
+        height=fields.height,
+        fps_num=fields.fps_num,
+        fps_den=fields.fps_den,
+        frame_count=None if fields.frame_count == FRAME_COUNT_UNKNOWN else fields.frame_count,
+        generator_name=fields.generator_name,
+        generator_sha256=fields.generator_sha256,
+        style_indices=tuple((e.layer, e.channel) for e in fields.style_indices),
+        quant=QuantTable(
+            np.array([e.scale for e in fields.quant], np.float32),
+            np.array([e.offset for e in fields.quant], np.float32),
+        ),
+        id_latent=latent,
+        extensions=tuple((e.tag, e.data) for e in fields.extensions),
+        version=(prefix.major, prefix.minor),
+        flags=prefix.flags,
+    )
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
