@@ -55,6 +55,9 @@ def atomic_output(path: Path) -> Iterator[Path]:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
     os.close(fd)
+    umask = os.umask(0)  # mkstemp makes 0600 files; give the output the permissions a plain open() would
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
