@@ -7,6 +7,8 @@ Nothing is allocated beyond the bytes given (the ID latent is bounded by MAX_LAT
 
 from __future__ import annotations
 
+import json
+
 import zlib
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -36,7 +38,8 @@ from codec.errors import BitstreamError
 
 # Extension tags this reader knows; any other tag is skipped (and listed by stvinfo as unknown).
 EXT_NOTE = b"note"  # free UTF-8 text (e.g. the encoder's command line)
-KNOWN_EXTENSIONS = {EXT_NOTE: "UTF-8 note"}
+EXT_POSE = b"pose"  # UTF-8 JSON naming the pose editor (format_spec.md, "Extension fields")
+KNOWN_EXTENSIONS = {EXT_NOTE: "UTF-8 note", EXT_POSE: "pose editor (JSON)"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,20 @@ class StvHeader:
     @property
     def fps(self) -> Fraction:
         return Fraction(self.fps_num, self.fps_den)
+
+    @property
+    def pose_editor(self) -> dict | None:
+        """The b"pose" extension's JSON object, or None (the generator's default editor)."""
+        for tag, data in self.extensions:
+            if tag == EXT_POSE:
+                try:
+                    spec = json.loads(data.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                    raise BitstreamError(f"header extension 'pose' is not UTF-8 JSON: {exc}") from exc
+                if not isinstance(spec, dict):
+                    raise BitstreamError("header extension 'pose' must hold a JSON object")
+                return spec
+        return None
 
     @property
     def note(self) -> str | None:
