@@ -1,0 +1,122 @@
+"""JIT build and cache of the csrc/ extensions (torch.utils.cpp_extension + ninja).
+
+Builds go to `$STV_HOME/torch_extensions/<name>-<torch version>-<source digest>` (STV_HOME defaults to
+~/.cache/stv), so a changed source or torch rebuilds and an unchanged one loads in well under a second.
+A failed build is remembered for the process (with its reason) and never retried in a loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+log = logging.getLogger(__name__)
+
+CSRC = Path(__file__).resolve().parents[2] / "csrc"
+SOURCES = {
+    "cpu": ["modulated_conv_cpu.cpp"],
+    "cuda": ["modulated_conv_cuda.cu"],
+}
+_loaded: dict[str, tuple[ModuleType | None, str]] = {}
+
+
+def stv_home() -> Path:
+    """The user cache root: $STV_HOME, else $XDG_CACHE_HOME/stv, else ~/.cache/stv."""
+    if os.environ.get("STV_HOME"):
+        return Path(os.environ["STV_HOME"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "stv"
+
+
+def _digest(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def build_dir(kind: str) -> Path:
+    sources = [CSRC / s for s in SOURCES[kind]]
+    tag = f"stv_modconv_{kind}-{torch.__version__.replace('+', '_')}-{_digest(sources)}"
+    return stv_home() / "torch_extensions" / tag
+
+
+def why_unbuildable(kind: str) -> str | None:
+    """A reason the `kind` extension cannot be built here, or None if it can be tried."""
+    if shutil.which("ninja") is None:
+        return "ninja not found on PATH"
+    if kind == "cuda":
+        if torch.version.cuda is None:
+            return "this torch has no CUDA support"
+        _prepare_cuda_env()
+        from torch.utils.cpp_extension import CUDA_HOME
+
+        if CUDA_HOME is None:
+            return "no CUDA toolkit (nvcc) found"
+    return None
+
+
+# GPU architectures compiled when no device is visible to ask (build-only machines, the compile test)
+DEFAULT_CUDA_ARCHS = "8.0"
+
+
+def _prepare_cuda_env() -> None:
+    """torch guesses CUDA_HOME from `which nvcc`; a wrapper script in /usr/local/bin makes that /usr/local,
+    where no CUDA headers live. Point it at the toolkit when the standard one exists (before the import)."""
+    if "CUDA_HOME" not in os.environ and Path("/usr/local/cuda/bin/nvcc").exists():
+        os.environ["CUDA_HOME"] = "/usr/local/cuda"
+    if "TORCH_CUDA_ARCH_LIST" not in os.environ and not torch.cuda.is_available():
+        os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_CUDA_ARCHS
+
+
+def _pip_cuda_includes() -> list[str]:
+    """Header dirs of the pip `nvidia` packages (cusparse.h, cublas_v2.h, ...): torch's CUDA headers include
+    them, and a bare toolkit (nvcc + cudart only) does not ship them."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("nvidia")
+    roots = list(spec.submodule_search_locations or []) if spec else []
+    return sorted(str(p) for root in roots for p in Path(root).glob("*/include") if p.is_dir())
+
+
+def build(kind: str, verbose: bool = False) -> ModuleType:
+    """Compile (or load from the cache) the `kind` extension; raises on failure."""
+    if kind == "cuda":
+        _prepare_cuda_env()
+    from torch.utils.cpp_extension import load
+
+    reason = why_unbuildable(kind)
+    if reason:
+        raise RuntimeError(reason)
+    directory = build_dir(kind)
+    directory.mkdir(parents=True, exist_ok=True)
+    return load(
+        name=f"stv_modconv_{kind}",
+        sources=[str(CSRC / s) for s in SOURCES[kind]],
+        build_directory=str(directory),
+        extra_cflags=["-O3"],
+        extra_cuda_cflags=["-O3"] if kind == "cuda" else None,
+        extra_include_paths=_pip_cuda_includes() if kind == "cuda" else None,
+        with_cuda=kind == "cuda",
+        verbose=verbose,
+    )
+
+
+def load(kind: str) -> tuple[ModuleType | None, str]:
+    """(module, '') once built, or (None, reason); the result is cached for the process."""
+    if kind not in _loaded:
+        if kind == "cuda" and not torch.cuda.is_available():
+            _loaded[kind] = (None, "no CUDA device")
+        else:
+            try:
+                _loaded[kind] = (build(kind), "")
+            except Exception as exc:  # a compiler error must not stop decoding: the reference path serves
+                log.debug("stv ops: %s extension build failed", kind, exc_info=True)
+                _loaded[kind] = (None, f"build failed: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}")
+    return _loaded[kind]
