@@ -1,0 +1,229 @@
+"""The decoder stage: a .stv stream -> RGB frames, rendered in batches and yielded one by one.
+
+    generator = load_stream_generator(reader.header, device, dtype)     # refuses a mismatching digest
+    editor = pose_editor_for(reader.header.pose_editor, reader.header.generator_name)
+    for frame in decode(reader, generator, editor, settings=DecodeSettings(batch=8)):
+        frame.image   # HxWx3 uint8 RGB; frame.concealed: True when damage lost its parameters
+
+Every picture comes from `codec.decoder.render.render` + `apply_roll`, the same functions the encoder optimises
+through, so a decoded frame is exactly what the encoder saw for those (dequantised) parameters.
+
+Memory is flat in the clip's length: at most one batch of images is alive; the reader holds the file's bytes
+(70 bytes per frame) and one decoded chunk.
+
+Damage: a frame whose parameters were lost is concealed by repeating the last good picture, so the output keeps
+the header's frame count and timing. Before any good frame (damage at the very start) there is nothing to repeat;
+the concealment then shows the identity at rest: all 35 parameters zero (for the linear pose editor that is the
+ID latent's own picture; for StyleFlow, the ID turned to yaw = pitch = 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from codec import zoo
+from codec.bitstream import N_PARAMS, StvHeader, StvReader
+from codec.decoder.render import apply_roll, render
+from codec.errors import BitstreamError, ModelError, StvError
+from codec.models.pose import PoseEditor
+
+N_ALPHA = 32
+YAW, PITCH, ROLL = 32, 33, 34
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    index: int
+    image: np.ndarray  # HxWx3 uint8 RGB
+    concealed: bool
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    batch: int = 4
+    size: tuple[int, int] | None = None  # (width, height) of the output; None: the header's
+    device: torch.device = torch.device("cpu")
+    dtype: torch.dtype = torch.float32
+
+
+# --- device, generator, pose editor ------------------------------------------------------------------------------
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; 'cpu', 'cuda', 'cuda:N' as given (checked)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise StvError(f"--device: {name!r} is not a device (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise StvError(f"--device {name}: no CUDA device is available here (use --device cpu)")
+    if device.type not in ("cpu", "cuda"):
+        raise StvError(f"--device {name}: only cpu and cuda are supported")
+    return device
+
+
+def decode_dtype(device: torch.device) -> torch.dtype:
+    """float16 on a GPU (twice the throughput, invisible after 8-bit output); float32 on the CPU, where half
+    precision is slow and the bit-exact match with the encoder's renderer is promised."""
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def load_stream_generator(header: StvHeader, device: torch.device | str = "cpu",
+                          dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """The generator the stream names, after checking that the installed weights are the ones it was encoded
+    with (a W+ latent means nothing with other weights). ModelError naming what to fetch otherwise."""
+    name = header.generator_name
+    wanted = header.generator_sha256.hex()
+    try:
+        file = zoo.path(name)
+    except ModelError as exc:
+        raise ModelError(f"this stream needs generator {name!r} (sha256 {wanted}): {exc}") from None
+    installed = zoo.verify(name, file)
+    if installed != wanted:
+        raise ModelError(f"this stream was encoded with generator {name!r} sha256 {wanted}, but the installed "
+                         f"{name!r} ({file}) has sha256 {installed}; install the matching weights "
+                         f"(`stv-weights fetch {name}` or `stv-weights convert`)")
+    return zoo.load_generator_file(file, device, dtype)
+
+
+def pose_editor_for(spec: dict | None, generator_name: str, device: torch.device | str = "cpu") -> PoseEditor:
+    """The pose editor a stream's pose spec (`StvHeader.pose_editor`) names (None: the generator's default),
+    from the model zoo."""
+    editor = zoo.load_pose_editor(spec, generator_name)
+    return _editor_on(editor, device)
+
+
+def _editor_on(editor: PoseEditor, device: torch.device | str) -> PoseEditor:
+    to = getattr(editor, "to", None)
+    return to(device) if callable(to) else editor
+
+
+def check_compatible(generator: torch.nn.Module, id_latent: np.ndarray | torch.Tensor,
+                     style_indices: Sequence[tuple[int, int]]) -> None:
+    """The ID latent's shape and the 32 StyleSpace indices must fit the generator; BitstreamError otherwise."""
+    rows, dim = tuple(id_latent.shape)
+    if (rows, dim) != (generator.n_latent, generator.style_dim):
+        raise BitstreamError(f"ID latent is {rows}x{dim}, the generator needs {generator.n_latent}x"
+                             f"{generator.style_dim}")
+    for k, (layer, channel) in enumerate(style_indices):
+        try:
+            generator.layout.flat_index(layer, channel)
+        except IndexError as exc:
+            raise BitstreamError(f"StyleSpace index {k} = ({layer}, {channel}) does not exist in this "
+                                 f"generator: {exc}") from None
+
+
+# --- rendering -----------------------------------------------------------------------------------------------
+
+def to_uint8(images: torch.Tensor, size: tuple[int, int] | None = None) -> np.ndarray:
+    """[B, 3, R, R] in [-1, 1] -> [B, H, W, 3] uint8 (resized first to size = (width, height) if given)."""
+    images = images.float()
+    if size is not None and (size[1], size[0]) != tuple(images.shape[-2:]):
+        images = F.interpolate(images, size=(size[1], size[0]), mode="bilinear", antialias=True,
+                               align_corners=False)
+    pixels = ((images + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def render_params(generator: torch.nn.Module, editor: PoseEditor, id_latent: torch.Tensor,
+                  style_indices: Sequence[tuple[int, int]], values: np.ndarray,
+                  size: tuple[int, int] | None = None) -> np.ndarray:
+    """Dequantised parameters (n, 35) -> n frames [n, H, W, 3] uint8: render, restore roll, resize, quantise."""
+    params = torch.as_tensor(np.asarray(values, np.float32), device=id_latent.device).to(id_latent.dtype)
+    images = render(generator, editor, id_latent, style_indices, params[:, :N_ALPHA], params[:, YAW],
+                    params[:, PITCH])
+    return to_uint8(apply_roll(images, params[:, ROLL]), size)
+
+
+def output_size(header: StvHeader, generator: torch.nn.Module, size: tuple[int, int] | None) -> tuple[int, int] | None:
+    """(width, height) to resize to, or None when the generator's own square output is what is wanted."""
+    wanted = size or (header.width, header.height)
+    return None if wanted == (generator.size, generator.size) else wanted
+
+
+# --- the stage -----------------------------------------------------------------------------------------------
+
+def available_frames(reader: StvReader, start: int, stop: int) -> np.ndarray:
+    """Boolean mask over frames [start, stop): True where an intact chunk holds the frame's parameters."""
+    mask = np.zeros(stop - start, bool)
+    for chunk in reader.chunks:
+        lo, hi = max(chunk.frames.start, start), min(chunk.frames.stop, stop)
+        if lo < hi:
+            mask[lo - start : hi - start] = True
+    return mask
+
+
+def last_available_before(reader: StvReader, frame: int) -> int | None:
+    best = None
+    for chunk in reader.chunks:
+        if chunk.frames.start < frame:
+            best = min(chunk.frames.stop, frame) - 1
+    return best
+
+
+def lost_frame_ranges(reader: StvReader, start: int, stop: int) -> list[range]:
+    """Maximal runs of frames in [start, stop) that damage has lost (what concealment fills)."""
+    mask = available_frames(reader, start, stop)
+    runs, k = [], 0
+    while k < len(mask):
+        if mask[k]:
+            k += 1
+            continue
+        j = k
+        while j < len(mask) and not mask[j]:
+            j += 1
+        runs.append(range(start + k, start + j))
+        k = j
+    return runs
+
+
+def decode(reader: StvReader, generator: torch.nn.Module, editor: PoseEditor, start: int = 0,
+           stop: int | None = None, settings: DecodeSettings = DecodeSettings(),
+           id_latent: np.ndarray | torch.Tensor | None = None) -> Iterator[DecodedFrame]:
+    """Frames [start, stop) of the stream, in order, one at a time (rendered `settings.batch` at a time).
+
+    `id_latent` replaces the stream's own (puppeteering); the parameter tracks are used unchanged."""
+    header = reader.header
+    stop = len(reader) if stop is None else stop
+    if not 0 <= start <= stop <= len(reader):
+        raise StvError(f"frame range {start}:{stop} outside the stream's 0:{len(reader)}")
+    if settings.batch < 1:
+        raise StvError("batch must be at least 1")
+    latent = header.id_latent if id_latent is None else id_latent
+    check_compatible(generator, latent, header.style_indices)
+    latent = torch.as_tensor(np.asarray(latent, np.float32) if not torch.is_tensor(latent) else latent)
+    latent = latent.to(settings.device, settings.dtype)
+    size = output_size(header, generator, settings.size)
+
+    def draw(values: np.ndarray) -> np.ndarray:
+        return render_params(generator, editor, latent, header.style_indices, values, size)
+
+    mask = available_frames(reader, start, stop)
+    last_good: np.ndarray | None = None
+    for lo in range(start, stop, settings.batch):
+        hi = min(stop, lo + settings.batch)
+        here = [i for i in range(lo, hi) if mask[i - start]]
+        images = iter(draw(np.concatenate([reader.values(i, i + 1) for i in here]))) if here else iter(())
+        for i in range(lo, hi):
+            if mask[i - start]:
+                last_good = next(images)
+                yield DecodedFrame(i, last_good, False)
+                continue
+            if last_good is None:
+                last_good = _concealment_seed(reader, i, draw)
+            yield DecodedFrame(i, last_good, True)
+
+
+def _concealment_seed(reader: StvReader, frame: int, draw) -> np.ndarray:
+    """The picture to repeat for a lost frame when this decode has shown none yet: the last intact frame before
+    it (so decoding a sub-range shows what a whole decode shows), else the identity at rest."""
+    before = last_available_before(reader, frame)
+    values = reader.values(before, before + 1) if before is not None else np.zeros((1, N_PARAMS))
+    return draw(values)[0]

@@ -1,0 +1,80 @@
+"""Puppeteering (paper Tab. 2, Fig. 4): one stream's motion on another face.
+
+The 35 parameters per frame are edits relative to an ID latent (pose offsets and StyleSpace offsets), so they can
+be applied to any other ID latent of the same generator. The new identity comes from
+
+- another .stv file: its header's ID latent (and its pose-editor description, which describes that latent);
+- a face image: aligned and inverted exactly as the encoder treats a frame. That needs the encoder's alignment +
+  inversion stage; the hook below names where it lives (`IMAGE_HOOK`) and reports clearly while it is absent.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from codec.bitstream import StvHeader, StvReader
+from codec.bitstream.schema import MAGIC
+from codec.errors import InputError, StvError
+
+# module and function that turn a face image into an ID latent:
+#     id_latent_from_image(image_path: Path, generator: Generator, device: torch.device) -> Tensor [n_latent, dim]
+# (align like an encoder frame, invert, return the W+ latent; the encoder package provides it).
+IMAGE_HOOK = ("codec.encoder.identity_image", "id_latent_from_image")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A replacement identity: its ID latent and the pose-editor description that goes with it (None: the
+    driving stream's)."""
+
+    latent: np.ndarray | torch.Tensor  # [n_latent, style_dim]
+    pose_spec: dict | None
+    source: str
+
+
+def identity_from_stv(path: Path, driving: StvHeader) -> Identity:
+    """The ID latent of another .stv; it must name the same generator weights as the driving stream."""
+    other = StvReader(path).header
+    if (other.generator_name, other.generator_sha256) != (driving.generator_name, driving.generator_sha256):
+        raise StvError(f"{path}: its ID latent belongs to generator {other.generator_name!r} "
+                       f"(sha256 {other.generator_sha256.hex()[:16]}...), the stream uses {driving.generator_name!r} "
+                       f"(sha256 {driving.generator_sha256.hex()[:16]}...): a latent only means something with "
+                       "the generator it was inverted for")
+    return Identity(other.id_latent, other.pose_editor, str(path))
+
+
+def identity_from_image(path: Path, generator: torch.nn.Module, device: torch.device) -> Identity:
+    """A face image aligned and inverted like an encoder frame (through IMAGE_HOOK)."""
+    module_name, function_name = IMAGE_HOOK
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        module = None
+    function = getattr(module, function_name, None)
+    if function is None:
+        raise StvError(f"--identity {path}: images are not yet supported (they need the encoder's alignment and "
+                       "inversion stage, which is not installed); pass another .stv file's identity instead")
+    latent = function(Path(path), generator, device)
+    return Identity(latent, None, str(path))
+
+
+def load_identity(path: Path, driving: StvHeader, generator: torch.nn.Module, device: torch.device) -> Identity:
+    """--identity FILE: a .stv (recognised by its magic) or a face image (by its suffix)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"--identity {path}: no such file")
+    with open(path, "rb") as f:
+        is_stv = f.read(len(MAGIC)) == MAGIC
+    if is_stv:
+        return identity_from_stv(path, driving)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return identity_from_image(path, generator, device)
+    raise InputError(f"--identity {path}: neither a .stv file nor an image ({', '.join(sorted(IMAGE_SUFFIXES))})")

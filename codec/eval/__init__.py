@@ -1,0 +1,1 @@
+"""Evaluation of decoded videos against their sources (stv-eval)."""
