@@ -1,0 +1,96 @@
+"""Image losses of the encoder: LPIPS (optionally masked), masked L2, and their batched forms.
+
+LPIPS uses the `lpips` package's own linear layers (shipped inside the package). Its AlexNet backbone is an
+ImageNet download made by torchvision; when that file is not in torch's hub cache (no network here), the backbone
+is randomly initialised from a fixed seed instead (`pnet_rand=True`) and a warning is logged once: a seeded
+random backbone still gives a smooth, deterministic feature distance (good enough for closed-loop tests on the
+tiny model), but not the perceptual calibration the paper relies on for real faces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+# torchvision's file name for the ImageNet AlexNet weights that lpips' backbone loads.
+ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
+# AlexNet's first layers need some spatial extent; smaller images (the tiny model's early exit) are upsampled.
+LPIPS_MIN_SIZE = 64
+BACKBONE_SEED = 1234
+
+
+def backbone_available() -> bool:
+    return (Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILE).is_file()
+
+
+def make_lpips(device: torch.device | str = "cpu") -> torch.nn.Module:
+    """An LPIPS(alex) module, frozen, in eval mode: real backbone when cached, seeded random otherwise."""
+    import lpips  # imported here: it prints at import and is only needed by the encoder
+
+    pretrained_backbone = backbone_available()
+    if not pretrained_backbone:
+        log.warning(
+            "LPIPS: ImageNet AlexNet weights not found in %s; using a seeded random backbone "
+            "(fine for tests, not for real-face fidelity; fetch them with `stv-weights fetch lpips-alexnet`)",
+            Path(torch.hub.get_dir()) / "checkpoints",
+        )
+    with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(io.StringIO()):
+        torch.manual_seed(BACKBONE_SEED)
+        module = lpips.LPIPS(net="alex", pnet_rand=not pretrained_backbone, verbose=False)
+    module = module.to(device).eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def _at_least(images: torch.Tensor, size: int) -> torch.Tensor:
+    if images.shape[-1] >= size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def lpips_distance(
+    lpips_module: torch.nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-sample LPIPS between images in [-1, 1]; with a mask [B or 1, 1, H, W] both are multiplied by it
+    first (paper eq. 5: LPIPS(S * M, S' * M))."""
+    if mask is not None:
+        images, targets = images * mask, targets * mask
+    images, targets = _at_least(images, LPIPS_MIN_SIZE), _at_least(targets, LPIPS_MIN_SIZE)
+    return lpips_module(images, targets).flatten()
+
+
+def masked_l2(images: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample mean squared error over the mask's area (whole image without a mask)."""
+    sq = (images - targets) ** 2
+    if mask is None:
+        return sq.flatten(1).mean(1)
+    mask = mask.expand(sq.shape[0], 1, *sq.shape[2:])
+    area = mask.flatten(1).sum(1).clamp_min(1.0) * sq.shape[1]
+    return (sq * mask).flatten(1).sum(1) / area
+
+
+def resize_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """A [.., H, W] mask at another resolution (area-averaged: soft edges instead of aliasing)."""
+    mask = mask.float()
+    while mask.dim() < 4:
+        mask = mask.unsqueeze(0)
+    if mask.shape[-1] == size:
+        return mask
+    return F.interpolate(mask, size=(size, size), mode="area" if mask.shape[-1] > size else "bilinear")
+
+
+def psnr(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-sample PSNR in dB of images in [-1, 1] (peak-to-peak 2)."""
+    mse = ((images - targets) ** 2).flatten(1).mean(1).clamp_min(1e-12)
+    return 10.0 * torch.log10(4.0 / mse)
