@@ -176,6 +176,10 @@ class StyleFlowPoseEditor:
         self.condition = condition
         self.edited_rows = edited_rows
 
+    def to(self, device: torch.device | str) -> "StyleFlowPoseEditor":
+        self.flow.to(device)
+        return self
+
     def edit(
         self,
         w_plus: torch.Tensor,
@@ -187,13 +191,17 @@ class StyleFlowPoseEditor:
         if condition is None:
             raise ValueError("StyleFlow needs the input latent's 17-value condition (lighting + attributes)")
         batch = w_plus.shape[0]
-        condition = self.flow.condition_batch(condition, batch).to(w_plus)
-        yaw = torch.as_tensor(yaw, dtype=w_plus.dtype, device=w_plus.device).reshape(-1).expand(batch)
-        pitch = torch.as_tensor(pitch, dtype=w_plus.dtype, device=w_plus.device).reshape(-1).expand(batch)
-        kept = w_plus[:, : self.edited_rows]
+        # The ODE solve runs in float32 whatever the renderer's dtype (its 1e-5 tolerances mean nothing in
+        # float16), on the latent's device.
+        self.flow.to(w_plus.device)
+        work = dict(dtype=torch.float32, device=w_plus.device)
+        condition = self.flow.condition_batch(condition, batch).to(**work)
+        yaw = torch.as_tensor(yaw).to(**work).reshape(-1).expand(batch)
+        pitch = torch.as_tensor(pitch).to(**work).reshape(-1).expand(batch)
+        kept = w_plus[:, : self.edited_rows].to(**work)
         z = self.flow.to_z(kept, condition)
         edited = self.flow.from_z(z, _with_pose(condition, yaw, pitch))
-        return torch.cat([edited, w_plus[:, self.edited_rows:]], dim=1)
+        return torch.cat([edited.to(w_plus.dtype), w_plus[:, self.edited_rows:]], dim=1)
 
 
 def load_styleflow(path_or_state: str | Path | Mapping[str, torch.Tensor]) -> StyleFlowCNF:
