@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -26,24 +27,59 @@ LPIPS_MIN_SIZE = 64
 BACKBONE_SEED = 1234
 
 
+# lpips' AlexNet trunk: slice k holds torchvision's `features.i` for i in this range.
+LPIPS_ALEX_SLICES = {1: range(0, 2), 2: range(2, 5), 3: range(5, 8), 4: range(8, 10), 5: range(10, 12)}
+
+
+def backbone_file() -> Path | None:
+    """The ImageNet AlexNet weights: fetched into stv's cache (`stv-weights fetch lpips_alex_backbone`) or
+    already in torch's hub cache; None when neither has them."""
+    from codec import zoo
+
+    for candidate in (zoo.location("lpips_alex_backbone"), Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILE):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def backbone_available() -> bool:
-    return (Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILE).is_file()
+    return backbone_file() is not None
+
+
+def _load_alexnet_trunk(module: torch.nn.Module, file: Path) -> None:
+    """torchvision AlexNet `features.*` weights -> lpips' sliced trunk (no download, weights_only load)."""
+    state = torch.load(file, map_location="cpu", weights_only=True)
+    trunk = {}
+    for key, value in state.items():
+        if key.startswith("features."):
+            _, index, rest = key.split(".", 2)
+            slice_no = next(k for k, span in LPIPS_ALEX_SLICES.items() if int(index) in span)
+            trunk[f"slice{slice_no}.{index}.{rest}"] = value
+    module.net.load_state_dict(trunk, strict=True)
 
 
 def make_lpips(device: torch.device | str = "cpu") -> torch.nn.Module:
     """An LPIPS(alex) module, frozen, in eval mode: real backbone when cached, seeded random otherwise."""
     import lpips  # imported here: it prints at import and is only needed by the encoder
 
-    pretrained_backbone = backbone_available()
-    if not pretrained_backbone:
+    trunk_file = backbone_file()
+    if trunk_file is None:
         log.warning(
             "LPIPS: ImageNet AlexNet weights not found in %s; using a seeded random backbone "
-            "(fine for tests, not for real-face fidelity; fetch them with `stv-weights fetch lpips-alexnet`)",
+            "(fine for tests, not for real-face fidelity; fetch them with `stv-weights fetch lpips_alex_backbone`)",
             Path(torch.hub.get_dir()) / "checkpoints",
         )
-    with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(io.StringIO()):
+    with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torchvision's deprecation notes about lpips' call
         torch.manual_seed(BACKBONE_SEED)
-        module = lpips.LPIPS(net="alex", pnet_rand=not pretrained_backbone, verbose=False)
+        # The trunk is always built empty and filled here: lpips' own loading would try a download.
+        module = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)
+    if trunk_file is not None:
+        from codec import zoo
+
+        if trunk_file == zoo.location("lpips_alex_backbone"):
+            zoo.verify("lpips_alex_backbone", trunk_file)
+        _load_alexnet_trunk(module, trunk_file)
     module = module.to(device).eval()
     for p in module.parameters():
         p.requires_grad_(False)
