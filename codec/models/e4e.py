@@ -191,7 +191,8 @@ def load_e4e_checkpoint(path_or_state: str | Path | Mapping[str, Any]) -> E4EChe
     opts = dict(ckpt.get("opts") or {})
     with torch.device("meta"):  # 267 M parameters: skip their random initialisation, adopt the file's tensors
         encoder = E4EEncoder(config)
-    load_strict(encoder, {k: v.float() for k, v in encoder_state.items()}, "e4e encoder", assign=True)
+    load_strict(encoder, {k: v.float() if v.is_floating_point() else v for k, v in encoder_state.items()},
+                "e4e encoder", assign=True)
     latent_avg = ckpt.get("latent_avg")
     if latent_avg is not None:
         # pSp saves it already repeated to [n_styles, dim]; older pSp checkpoints hold one [dim] row.
@@ -211,4 +212,10 @@ def save_e4e_checkpoint(
     state = {f"encoder.{k}": v.detach().cpu() for k, v in encoder.state_dict().items()}
     state.update({f"decoder.{k}": v.detach().cpu() for k, v in (decoder_state_dict or {}).items()})
     container = {"state_dict": state, "opts": dict(opts or {}), "latent_avg": encoder.latent_avg.detach().cpu()}
-    torch.save(container, path)
+    if isinstance(path, (str, Path)):
+        # Through a file object: torch.save names the zip's root folder after a path's file name, so the same
+        # model saved under two names (e.g. a temp file, then renamed) would differ in its bytes.
+        with open(path, "wb") as f:
+            torch.save(container, f)
+    else:
+        torch.save(container, path)
