@@ -295,3 +295,33 @@ def load_pose_editor(spec: dict | None, generator_name: str):
         verify(model or "styleflow", file)
         return StyleFlowPoseEditor(load_styleflow(file), condition=torch.tensor(condition, dtype=torch.float32))
     raise ModelError(f"unknown pose editor {kind!r} (known: linear, styleflow)")
+
+
+# --- inverters -------------------------------------------------------------------------------------------------
+
+# The feed-forward inverter for each generator: the tiny model's own encoder, and e4e for config-f (the
+# generator itself comes out of the same e4e checkpoint).
+DEFAULT_INVERTER = {"tiny": "tiny-e4e", "stylegan2-ffhq-config-f": "e4e_ffhq_encode"}
+
+
+def load_inverter(generator_name: str, device: str | torch.device = "cpu"):
+    """frames [B,3,R,R] in [-1,1] at the generator's resolution -> W+ [B, n_latent, dim], via the generator's
+    e4e-layout encoder (frames resized to the encoder's input size, 256 for the release)."""
+    import torch.nn.functional as F
+
+    from codec.models.e4e import load_e4e_checkpoint
+
+    if generator_name not in DEFAULT_INVERTER:
+        raise ModelError(f"no encoder known for generator {generator_name!r}; use the projector (--inverter project)")
+    name = DEFAULT_INVERTER[generator_name]
+    file = path(name)
+    verify(name, file)
+    encoder = load_e4e_checkpoint(file).encoder.to(device)
+    size = encoder.config.input_size
+
+    def encode(frames: torch.Tensor) -> torch.Tensor:
+        if frames.shape[-1] != size:
+            frames = F.interpolate(frames, size=(size, size), mode="area" if frames.shape[-1] > size else "bilinear")
+        return encoder(frames)
+
+    return encode

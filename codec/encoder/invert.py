@@ -1,0 +1,119 @@
+"""GAN inversion: aligned frames -> W+ latents, one function whatever the inverter.
+
+Two inverters sit behind `invert`:
+- "e4e": a feed-forward encoder (the official e4e, or the tiny e4e-shaped one trained for the tiny generator);
+  one encoder pass per frame, no generator forwards.
+- "project": optimisation of W+ under LPIPS + L2 against the frame (no encoder needed). It starts from the
+  encoder's answer when an encoder is given, else from the generator's mean latent; batches of consecutive frames
+  start from the previous batch's last solution, since neighbouring frames have neighbouring latents.
+The paper's ablation (ReStyle vs e4e) shows the method does not depend on the inverter, only on the latents
+staying in the editable part of W+; the projector keeps W+ rows tied to a shared mean by a small penalty for that.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from codec.encoder.losses import lpips_distance, masked_l2
+
+Encoder = Callable[[torch.Tensor], torch.Tensor]  # frames [B,3,R,R] in [-1,1] -> W+ [B, n_latent, dim]
+
+
+@dataclass(frozen=True)
+class ProjectSettings:
+    steps: int = 300
+    learning_rate: float = 0.05
+    batch_frames: int = 8
+    lpips_weight: float = 1.0
+    l2_weight: float = 1.0
+    # Pull of each W+ row towards the frame's mean row: keeps the inversion editable (e4e's motivation).
+    row_spread_weight: float = 1e-3
+
+
+@dataclass(frozen=True)
+class Inversion:
+    w_plus: torch.Tensor  # [N, n_latent, dim]
+    generator_forwards: int  # full-resolution generator forwards spent, summed over frames
+
+
+def invert(
+    frames: torch.Tensor,
+    generator: torch.nn.Module,
+    method: Literal["e4e", "project"],
+    encoder: Encoder | None = None,
+    lpips_module: torch.nn.Module | None = None,
+    settings: ProjectSettings = ProjectSettings(),
+    progress: bool = True,
+) -> Inversion:
+    """frames [N, 3, R, R] in [-1, 1] at the generator's resolution -> W+ latents."""
+    if method == "e4e":
+        if encoder is None:
+            raise ValueError("inverter 'e4e' needs an encoder")
+        with torch.no_grad():
+            return Inversion(_batched(encoder, frames, settings.batch_frames), 0)
+    if method != "project":
+        raise ValueError(f"unknown inverter {method!r} (expected 'e4e' or 'project')")
+    if lpips_module is None:
+        raise ValueError("inverter 'project' needs an LPIPS module")
+    init = None
+    if encoder is not None:
+        with torch.no_grad():
+            init = _batched(encoder, frames, settings.batch_frames)
+    return project(generator, frames, lpips_module, settings, init=init, progress=progress)
+
+
+def _batched(fn: Encoder, frames: torch.Tensor, batch: int) -> torch.Tensor:
+    return torch.cat([fn(frames[i : i + batch]) for i in range(0, frames.shape[0], batch)])
+
+
+def project(
+    generator: torch.nn.Module,
+    frames: torch.Tensor,
+    lpips_module: torch.nn.Module,
+    settings: ProjectSettings = ProjectSettings(),
+    init: torch.Tensor | None = None,
+    progress: bool = True,
+) -> Inversion:
+    n_frames = frames.shape[0]
+    mean_latent = generator.latent_avg.detach().reshape(1, 1, -1).expand(1, generator.n_latent, -1)
+    out = []
+    previous = mean_latent
+    bar = tqdm(total=n_frames, desc="inversion", unit="frame", disable=not progress)
+    for lo in range(0, n_frames, settings.batch_frames):
+        hi = min(lo + settings.batch_frames, n_frames)
+        start = init[lo:hi] if init is not None else previous.expand(hi - lo, -1, -1)
+        solved = _project_batch(generator, frames[lo:hi], lpips_module, start, settings)
+        out.append(solved)
+        previous = solved[-1:]
+        bar.update(hi - lo)
+    bar.close()
+    return Inversion(torch.cat(out), n_frames * (settings.steps + 1))
+
+
+def _project_batch(generator, targets, lpips_module, start, settings: ProjectSettings) -> torch.Tensor:
+    w_plus = start.detach().clone().requires_grad_(True)
+    optimiser = torch.optim.Adam([w_plus], lr=settings.learning_rate)
+    best_loss = torch.full((targets.shape[0],), float("inf"), device=targets.device)
+    best = w_plus.detach().clone()
+    for step in range(settings.steps + 1):
+        images = generator(w_plus)
+        loss = settings.l2_weight * masked_l2(images, targets) + settings.lpips_weight * lpips_distance(
+            lpips_module, images, targets
+        )
+        with torch.no_grad():
+            better = loss < best_loss
+            best_loss[better], best[better] = loss[better], w_plus[better]
+        if step == settings.steps:
+            break
+        spread = (w_plus - w_plus.mean(1, keepdim=True)).pow(2).flatten(1).mean(1)
+        for group in optimiser.param_groups:  # cosine ramp-down: large moves first, fine ones at the end
+            group["lr"] = settings.learning_rate * 0.5 * (1 + math.cos(math.pi * step / settings.steps))
+        optimiser.zero_grad(set_to_none=True)
+        (loss + settings.row_spread_weight * spread).sum().backward()
+        optimiser.step()
+    return best

@@ -1,0 +1,116 @@
+"""Encoder stages 2-4 (paper Fig. 2): inversion -> ID-latent selection -> head-pose encoding, each cached.
+
+    frames [N,3,R,R] --invert--> L_t --G(L_t), ID similarity, frontal pose--> L_ID
+                     --eq. 2 against G(L_t) at low resolution--> (yaw_t, pitch_t)
+
+The targets of the later stages are the inversions' renderings G(L_t), not the raw frames: the paper found the
+StyleSpace optimisation too sensitive to the real pictures' noise (§4.2), and it keeps every comparison inside the
+generator's own image domain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from codec.encoder.head_pose import PoseSettings, encode_head_pose
+from codec.encoder.id_select import select_id_frame
+from codec.encoder.invert import Encoder, ProjectSettings, invert
+from codec.encoder.workdir import cached_stage, stage_key
+from codec.models.pose import PoseEditor
+
+PoseEstimator = Callable[[torch.Tensor], torch.Tensor]  # images [B,3,H,W] -> [B, 2] (yaw, pitch) pose units
+
+
+@dataclass
+class EncoderModels:
+    generator: torch.nn.Module
+    editor: PoseEditor
+    lpips: torch.nn.Module
+    identity: torch.nn.Module  # identity_similarity(a, b) -> [B]: ArcFace, or its seeded stand-in for the tiny model
+    encoder: Encoder | None = None  # feed-forward inverter (e4e); None: projection from the mean latent
+    pose_estimator: PoseEstimator | None = None  # for the frontal preference of ID selection
+
+
+@dataclass(frozen=True)
+class Part1Settings:
+    inverter: str = "e4e"
+    stop_at: int = 32  # resolution of the pose stage's early-exit images
+    project: ProjectSettings = field(default_factory=ProjectSettings)
+    pose: PoseSettings = field(default_factory=PoseSettings)
+    frontal_weight: float = 0.5
+
+
+@dataclass(frozen=True)
+class Part1Result:
+    latents: torch.Tensor  # [N, n_latent, dim]
+    id_frame: int
+    id_latent: torch.Tensor  # [n_latent, dim]
+    id_scores: np.ndarray  # [N]
+    yaw: np.ndarray  # [N]
+    pitch: np.ndarray  # [N]
+    key: str  # cache key of the last stage (what later stages chain on)
+    generator_forwards: dict[str, int]  # per stage, summed over frames (pose: at `stop_at` resolution)
+
+
+def encode_part1(
+    frames: torch.Tensor,
+    models: EncoderModels,
+    masks: dict[str, torch.Tensor],
+    settings: Part1Settings = Part1Settings(),
+    work_dir: Path | None = None,
+    input_key: str = "",
+    progress: bool = True,
+) -> Part1Result:
+    """frames [N, 3, R, R] in [-1, 1] at the generator's resolution; masks: 'face' and 'face_rigid' at
+    `settings.stop_at` ([1 or N, 1, r, r]). `input_key` names the frames (e.g. the video's digest and range) for
+    the work-dir cache."""
+    generator = models.generator
+    forwards: dict[str, int] = {}
+
+    key = stage_key(input_key, "invert", {"inverter": settings.inverter, "project": asdict(settings.project)})
+
+    def run_inversion():
+        inversion = invert(frames, generator, settings.inverter, models.encoder, models.lpips, settings.project,
+                           progress=progress)
+        forwards["invert"] = inversion.generator_forwards
+        return {"latents": inversion.w_plus}
+
+    latents = cached_stage(work_dir, "invert", key, run_inversion)["latents"]
+
+    key = stage_key(key, "id_select", {"frontal_weight": settings.frontal_weight,
+                                       "estimator": models.pose_estimator is not None})
+
+    def run_selection():
+        with torch.no_grad():
+            reconstructions = torch.cat([generator(latents[i : i + 8]) for i in range(0, len(latents), 8)])
+            similarity = models.identity.identity_similarity(frames, reconstructions).float()
+            pose = models.pose_estimator(frames) if models.pose_estimator is not None else None
+        forwards["id_select"] = len(latents)
+        choice = select_id_frame(similarity.numpy(), *(pose.T.numpy() if pose is not None else (None, None)),
+                                 frontal_weight=settings.frontal_weight)
+        return {"id_frame": torch.tensor([choice.frame]), "scores": torch.from_numpy(choice.scores)}
+
+    selection = cached_stage(work_dir, "id_select", key, run_selection)
+    id_frame = int(selection["id_frame"][0])
+    id_latent = latents[id_frame]
+
+    key = stage_key(key, "pose", {"pose": asdict(settings.pose), "stop_at": settings.stop_at})
+
+    def run_pose():
+        with torch.no_grad():
+            targets = torch.cat([generator(latents[i : i + 8], stop_at=settings.stop_at)
+                                 for i in range(0, len(latents), 8)])
+        track = encode_head_pose(generator, models.editor, id_latent, targets, masks["face_rigid"], masks["face"],
+                                 models.lpips, settings.stop_at, settings=settings.pose, progress=progress)
+        forwards["pose"] = track.generator_forwards + len(latents)
+        return {"yaw": torch.from_numpy(track.yaw), "pitch": torch.from_numpy(track.pitch)}
+
+    pose = cached_stage(work_dir, "pose", key, run_pose)
+    return Part1Result(latents, id_frame, id_latent, selection["scores"].numpy(), pose["yaw"].numpy(),
+                       pose["pitch"].numpy(), key, forwards)
+
