@@ -13,7 +13,7 @@ import torch
 
 from codec import zoo
 from codec.decoder.render import render
-from codec.encoder.pose_directions import moments_pose
+from codec.encoder.synthetic import frontal_id_latent
 
 CLIP_SEED = 5
 # Yaw/pitch tracks in tiny pose units (nominal range -20..20): frame 3 is frontal, every other frame is at least
@@ -34,20 +34,10 @@ class SyntheticClip:
     latents: torch.Tensor  # true W+ of each frame
 
 
-def frontal_id_latent(generator, editor, seed: int = CLIP_SEED) -> torch.Tensor:
-    with torch.no_grad():
-        w = generator.mapping(torch.randn(1, generator.config.style_dim, generator=torch.Generator().manual_seed(seed)))
-        latent = w.expand(generator.n_latent, -1).clone()
-        for _ in range(4):  # the estimator's response is calibrated to slope 1: a few Newton steps converge
-            pose = moments_pose(generator(latent[None]))[0]
-            latent = editor.edit(latent[None], -pose[:1], -pose[1:])[0]
-    return latent
-
-
 def synthetic_clip() -> SyntheticClip:
     generator = zoo.load_generator("tiny")
     editor = zoo.load_pose_editor(None, "tiny")
-    id_latent = frontal_id_latent(generator, editor)
+    id_latent = frontal_id_latent(generator, editor, CLIP_SEED)
     yaw, pitch = torch.from_numpy(YAW), torch.from_numpy(PITCH)
     with torch.no_grad():
         latents = editor.edit(id_latent.expand(len(YAW), -1, -1), yaw, pitch)

@@ -107,7 +107,6 @@ def test_stv_ops_reference_forces_reference(monkeypatch, caplog):
     assert caplog.text.count("STV_OPS=reference") == 1  # said once, not per call
 
 
-@pytest.mark.slow
 @pytest.mark.cuda_build
 def test_cuda_source_compiles():
     """Compiles csrc/modulated_conv_cuda.cu with nvcc (about 2.5 min on 2 cores); cannot run without a GPU."""

@@ -1,0 +1,80 @@
+"""stvenc IN OUT: encode a talking-head video into a .stv stream (one W+ latent + 35 numbers per frame)."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from codec.cli.common import clean_errors, refuse_overwrite
+
+
+def _frame_range(text: str | None) -> tuple[int, int | None]:
+    if not text:
+        return 0, None
+    first, _, last = text.partition(":")
+    try:
+        start = int(first) if first else 0
+        stop = int(last) if last else None
+    except ValueError:
+        raise click.BadParameter(f"expected A:B frame indices, got {text!r}") from None
+    if start < 0 or (stop is not None and stop <= start):
+        raise click.BadParameter(f"empty or negative frame range {text!r}")
+    return start, stop
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("video", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--model", "generator", default="tiny", show_default=True,
+              help="generator from the model registry (`stv-weights list`): 'tiny' ships here; "
+                   "'stylegan2-ffhq-config-f' after `stv-weights fetch`")
+@click.option("--device", default="auto", show_default=True, help="auto (cuda when available), cpu or cuda")
+@click.option("--frames", "frame_range", default=None, metavar="A:B", help="encode frames A (inclusive) to B")
+@click.option("--profile", type=click.Choice(["raw", "entropy"]), default="raw", show_default=True,
+              help="raw: 70-byte records; entropy: delta + zstd chunks (same decoded values, fewer bytes)")
+@click.option("--inverter", type=click.Choice(["e4e", "project"]), default="project", show_default=True,
+              help="e4e: encoder only; project: encoder answer refined by LPIPS+L2 optimisation")
+@click.option("--project-steps", default=50, show_default=True, help="projector steps per frame")
+@click.option("--pose-steps", default=40, show_default=True, help="head-pose optimisation steps per frame")
+@click.option("--attribute-steps", default=30, show_default=True, help="Algorithm 1 steps per frame")
+@click.option("--aligned", is_flag=True,
+              help="input frames are already aligned square face crops (e.g. rendered by the generator): "
+                   "skip face detection and alignment, roll 0")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="cache each stage here; a re-run with the same input and settings resumes from it")
+@click.option("-y", "overwrite", is_flag=True, help="overwrite OUT if it exists")
+@click.option("-q", "--quiet", is_flag=True, help="no progress bars")
+@clean_errors("stvenc")
+def main(video, out, generator, device, frame_range, profile, inverter, project_steps, pose_steps, attribute_steps,
+         aligned, work_dir, overwrite, quiet) -> None:
+    """Encode VIDEO (mp4/mov/mkv/webm/y4m) into the .stv stream OUT."""
+    import torch
+
+    from codec.encoder.attributes import AttributeSettings
+    from codec.encoder.encode import EncodeSettings, encode_video
+    from codec.encoder.head_pose import PoseSettings
+    from codec.encoder.invert import ProjectSettings
+    from codec.encoder.pipeline import Part1Settings
+    from codec.errors import InputError
+
+    logging.basicConfig(level=logging.ERROR if quiet else logging.WARNING, format="stvenc: %(message)s")
+    if not video.is_file():
+        raise InputError(f"{video}: no such file")
+    refuse_overwrite(out, overwrite)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    settings = EncodeSettings(
+        generator=generator, frames=_frame_range(frame_range), aligned_input=aligned, profile=profile,
+        part1=Part1Settings(inverter=inverter, project=ProjectSettings(steps=project_steps),
+                            pose=PoseSettings(steps=pose_steps)),
+        attributes=AttributeSettings(steps=attribute_steps),
+    )
+    note = "stvenc " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    report = encode_video(video, out, settings, device=device, work_dir=work_dir, progress=not quiet, note=note)
+    if not quiet:
+        click.echo(f"{out}: {report.frames} frames, ID latent from frame {report.id_frame}, "
+                   f"{report.bytes_written} bytes, {report.saturated_values} saturated values")

@@ -1,0 +1,194 @@
+"""The whole encoder: video -> aligned faces -> latents -> 35 parameters per frame -> .stv.
+
+Stages (each a module of its own; this file only wires them and caches their outputs in the work directory):
+pre-processing (codec.preprocess), inversion + ID selection + head pose (codec.encoder.pipeline), facial
+attributes (codec.encoder.attributes), quantisation and writing (codec.bitstream).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from codec import zoo
+from codec.bitstream import StvHeader, StvWriter, quantise
+from codec.bitstream.header import EXT_NOTE, EXT_POSE
+from codec.encoder.attributes import AttributeSettings, encode_attributes, video_learning_rates
+from codec.encoder.losses import make_lpips, resize_mask
+from codec.encoder.pipeline import EncoderModels, Part1Settings, encode_part1
+from codec.encoder.pose_directions import ESTIMATORS
+from codec.encoder.sensitivity import load_channel_table
+from codec.encoder.workdir import cached_stage, stage_key
+from codec.errors import InputError, ModelError
+from codec.preprocess.align import align_video
+from codec.preprocess.masks import canonical_masks, region_masks
+from codec.preprocess.video import probe, read_frames
+
+log = logging.getLogger(__name__)
+
+# Region masks are drawn at this size and area-averaged down to the encoder's resolution, so that small regions
+# (pupils) keep a soft weight instead of vanishing.
+MASK_DRAW_SIZE = 256
+# The channel table shipped for each generator.
+CHANNEL_TABLES = {"tiny": "tiny-64-channels.json", "stylegan2-ffhq-config-f": "ffhq-1024-channels.json"}
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    generator: str = "tiny"
+    frames: tuple[int, int | None] = (0, None)
+    aligned_input: bool = False  # frames are already aligned crops (e.g. the generator's own renders)
+    profile: str = "raw"
+    part1: Part1Settings = field(default_factory=Part1Settings)
+    attributes: AttributeSettings = field(default_factory=AttributeSettings)
+
+
+@dataclass(frozen=True)
+class EncodeReport:
+    frames: int
+    id_frame: int
+    saturated_values: int
+    bytes_written: int
+    generator_forwards_per_frame: float
+
+
+@dataclass
+class AlignedClip:
+    images: torch.Tensor  # [N, 3, R, R] in [-1, 1]
+    roll_deg: np.ndarray  # [N]
+    blink: np.ndarray  # [N] bool
+    masks: dict[str, torch.Tensor]  # region -> [1 or N, 1, r, r] soft masks at the encoder's resolution
+
+
+def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str = "cpu",
+                 work_dir: Path | None = None, progress: bool = True, note: str = "") -> EncodeReport:
+    generator = zoo.load_generator(settings.generator, device=device)
+    info = probe(video)
+    stop_at = settings.part1.stop_at
+    start, stop = settings.frames
+    clip = _aligned_clip(video, generator.config.size, stop_at, start, stop, settings.aligned_input, progress)
+    if clip.images.shape[0] == 0:
+        raise InputError(f"{video}: no frames in the range {start}:{'' if stop is None else stop}")
+    clip.images = clip.images.to(device)
+    input_key = f"{zoo.sha256_of(video)}:{start}:{stop}:{settings.aligned_input}:{settings.generator}"
+
+    pose_spec = {"editor": "linear", "model": zoo.DEFAULT_POSE_EDITOR.get(settings.generator, "")}
+    editor = zoo.load_pose_editor(None, settings.generator)
+    lpips_module = make_lpips(device)
+    models = EncoderModels(generator, editor, lpips_module, _identity_network(device),
+                           encoder=_inverter(settings, device), pose_estimator=_pose_estimator(pose_spec["model"]))
+    part1 = encode_part1(clip.images, models, clip.masks, settings.part1, work_dir, input_key, progress)
+
+    table = load_channel_table(zoo.WEIGHTS_DIR / CHANNEL_TABLES[settings.generator])
+    table.check_layout(generator.layout)
+    key = stage_key(part1.key, "attributes", {"settings": asdict(settings.attributes), "table": table.indices})
+    forwards = dict(part1.generator_forwards)
+
+    def run_attributes():
+        yaw = torch.from_numpy(part1.yaw).float().to(device)
+        pitch = torch.from_numpy(part1.pitch).float().to(device)
+        with torch.no_grad():
+            pose_latents = editor.edit(part1.id_latent.expand(len(yaw), -1, -1).to(device), yaw, pitch)
+            targets = torch.cat([generator(part1.latents[i : i + 8].to(device), stop_at=stop_at)
+                                 for i in range(0, len(yaw), 8)])
+        eta = video_learning_rates(generator, part1.id_latent.to(device), table, clip.masks, lpips_module, stop_at)
+        track = encode_attributes(generator, pose_latents, targets, table.indices, table.regions, clip.masks,
+                                  lpips_module, stop_at, eta, clip.blink, settings.attributes, progress)
+        forwards["attributes"] = track.generator_forwards + len(yaw)
+        return {"alpha": torch.from_numpy(track.alpha)}
+
+    alpha = cached_stage(work_dir, "attributes", key, run_attributes)["alpha"].numpy()
+    params = np.concatenate([alpha, part1.yaw[:, None], part1.pitch[:, None], clip.roll_deg[:, None]], axis=1)
+    records, quant, saturation = quantise(params)
+    if saturation.total:
+        log.warning("quantisation clipped %d values (%s)", saturation.total, saturation)
+    extensions = [(EXT_POSE, json.dumps(pose_spec, sort_keys=True).encode())]
+    if note:
+        extensions.append((EXT_NOTE, note.encode()))
+    header = StvHeader(
+        width=generator.config.size, height=generator.config.size,
+        fps_num=info.fps.numerator, fps_den=info.fps.denominator,
+        generator_name=settings.generator, generator_sha256=bytes.fromhex(zoo.generator_digest(settings.generator)),
+        style_indices=tuple(table.indices), quant=quant,
+        id_latent=part1.id_latent.detach().cpu().numpy().astype(np.float16),
+        frame_count=len(records), extensions=tuple(extensions),
+    )
+    with StvWriter(out, header, profile=settings.profile) as writer:
+        writer.append(records)
+    n = len(records)
+    return EncodeReport(n, part1.id_frame, int(saturation.total), out.stat().st_size,
+                        sum(forwards.values()) / n if forwards else 0.0)
+
+
+def _aligned_clip(video: Path, size: int, stop_at: int, start: int, stop: int | None, aligned_input: bool,
+                  progress: bool) -> AlignedClip:
+    frames = read_frames(video, start, stop)
+    if aligned_input:
+        images = [_resize(frame, size) for frame in tqdm(frames, desc="read", unit="frame", disable=not progress)]
+        n = len(images)
+        masks = {k: resize_mask(torch.from_numpy(v), stop_at) for k, v in canonical_masks(MASK_DRAW_SIZE).items()}
+        return AlignedClip(_to_tensor(images), np.zeros(n), np.zeros(n, bool), masks)
+    aligned = list(tqdm(align_video(frames, output_size=size), desc="align", unit="frame", disable=not progress))
+    scale = MASK_DRAW_SIZE / size
+    per_frame = [region_masks(a.landmarks_aligned * scale, MASK_DRAW_SIZE, pupil_centres=a.pupils_aligned * scale)
+                 for a in aligned]
+    masks = {k: torch.cat([resize_mask(torch.from_numpy(m[k]), stop_at) for m in per_frame]) for k in per_frame[0]}
+    return AlignedClip(_to_tensor([a.image for a in aligned]), np.array([a.roll_deg for a in aligned]),
+                       np.array([a.blink for a in aligned]), masks)
+
+
+def _resize(frame: np.ndarray, size: int) -> np.ndarray:
+    import cv2
+
+    if frame.shape[0] == size and frame.shape[1] == size:
+        return frame
+    if frame.shape[0] != frame.shape[1]:
+        raise InputError(f"--aligned input must be square frames, got {frame.shape[1]}x{frame.shape[0]}")
+    return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def _to_tensor(images: list[np.ndarray]) -> torch.Tensor:
+    if not images:
+        return torch.zeros(0, 3, 1, 1)
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def _identity_network(device: str):
+    from codec.models.arcface import load_arcface, seeded_standin
+
+    try:
+        return load_arcface(zoo.path("arcface_ir_se50")).to(device)
+    except ModelError:
+        log.warning("ArcFace weights not installed: ID selection uses a seeded stand-in network "
+                    "(`stv-weights fetch arcface_ir_se50` for the real metric)")
+        return seeded_standin(0).to(device)
+
+
+def _inverter(settings: EncodeSettings, device: str):
+    if settings.part1.inverter in ("e4e", "project"):
+        try:
+            return zoo.load_inverter(settings.generator, device)
+        except ModelError:
+            if settings.part1.inverter == "e4e":
+                raise
+            return None  # the projector starts from the mean latent instead
+    raise InputError(f"unknown inverter {settings.part1.inverter!r}")
+
+
+def _pose_estimator(pose_model: str):
+    """The estimator the pose editor's directions were fitted with (its units are the stream's)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(zoo.path(pose_model)), framework="pt") as f:
+            how = json.loads((f.metadata() or {}).get("stv", "{}"))
+    except ModelError:
+        return None
+    return ESTIMATORS.get(how.get("estimator"))
+

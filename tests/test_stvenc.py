@@ -1,0 +1,83 @@
+"""stvenc end to end on a demo clip rendered by the tiny model, and its handling of bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from codec.bitstream import RECORD_SIZE, StvReader
+from codec.bitstream.schema import CHUNK_OVERHEAD
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+N_FRAMES = 8
+# Few optimisation steps: this test checks the wiring and the file, the closed-loop tests check accuracy.
+QUICK = ["--project-steps", "10", "--pose-steps", "10", "--attribute-steps", "5", "-q"]
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("demo")
+    made = run(sys.executable, str(ROOT / "tools" / "make_demo_clip.py"), "demo.mkv", "--truth", "truth.json",
+               "--frames", str(N_FRAMES), cwd=folder)
+    assert made.returncode == 0, made.stderr
+    return folder
+
+
+@pytest.fixture(scope="module")
+def encoded(demo):
+    result = run(str(BIN / "stvenc"), "demo.mkv", "demo.stv", "--aligned", "--work-dir", "work", *QUICK, cwd=demo)
+    assert result.returncode == 0, result.stderr
+    return demo / "demo.stv"
+
+
+def test_file_is_valid_and_sized_exactly(encoded):
+    check = run(str(BIN / "stvinfo"), "--validate", str(encoded), cwd=encoded.parent)
+    assert check.returncode == 0, check.stdout + check.stderr
+    reader = StvReader(encoded)
+    assert len(reader) == N_FRAMES
+    chunks = len(reader.chunks)
+    assert encoded.stat().st_size == reader.header_size + chunks * CHUNK_OVERHEAD + N_FRAMES * RECORD_SIZE
+    assert reader.header.pose_editor == {"editor": "linear", "model": "tiny-pose"}
+
+
+def test_truth_json_has_stvinfo_units_and_shapes(demo, encoded):
+    truth = json.loads((demo / "truth.json").read_text())
+    assert np.array(truth["alpha"]).shape == (N_FRAMES, 32)
+    assert all(len(truth[k]) == N_FRAMES for k in ("yaw", "pitch", "roll"))
+    assert [tuple(i) for i in truth["style_indices"]] == list(StvReader(encoded).header.style_indices)
+
+
+def test_rerun_gives_the_same_stream(demo, encoded):
+    """A second run (from the work dir's cache) writes the same latent, table and records; only the `note`
+    extension differs, since it quotes the command line (another output name)."""
+    again = run(str(BIN / "stvenc"), "demo.mkv", "again.stv", "--aligned", "--work-dir", "work", *QUICK, cwd=demo)
+    assert again.returncode == 0, again.stderr
+    first, second = StvReader(encoded), StvReader(demo / "again.stv")
+    assert first.header.id_latent.tobytes() == second.header.id_latent.tobytes()
+    assert np.array_equal(first.header.quant.scale, second.header.quant.scale)
+    assert np.array_equal(first.header.quant.offset, second.header.quant.offset)
+    assert np.array_equal(first.records(0, N_FRAMES), second.records(0, N_FRAMES))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["missing.mp4", "x.stv"], "no such file"),
+    (["demo.mkv", "demo.stv"], "exists"),
+    (["truth.json", "t.stv"], ""),
+])
+def test_bad_input_is_one_line_and_no_output(demo, encoded, args, message):
+    before = sorted(p.name for p in demo.iterdir())
+    result = run(str(BIN / "stvenc"), *args, "-q", cwd=demo)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("stvenc: error:")]
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr
+    assert sorted(p.name for p in demo.iterdir()) == before
