@@ -55,9 +55,9 @@ def why_unbuildable(kind: str) -> str | None:
         if torch.version.cuda is None:
             return "this torch has no CUDA support"
         _prepare_cuda_env()
-        from torch.utils.cpp_extension import CUDA_HOME
+        from torch.utils import cpp_extension
 
-        if CUDA_HOME is None:
+        if cpp_extension.CUDA_HOME is None:
             return "no CUDA toolkit (nvcc) found"
     return None
 
@@ -69,10 +69,19 @@ DEFAULT_CUDA_ARCHS = "8.0"
 def _prepare_cuda_env() -> None:
     """torch guesses CUDA_HOME from `which nvcc`; a wrapper script in /usr/local/bin makes that /usr/local,
     where no CUDA headers live. Point it at the toolkit when the standard one exists (before the import)."""
-    if "CUDA_HOME" not in os.environ and Path("/usr/local/cuda/bin/nvcc").exists():
-        os.environ["CUDA_HOME"] = "/usr/local/cuda"
+    toolkit = Path("/usr/local/cuda")
+    if "CUDA_HOME" not in os.environ and (toolkit / "bin" / "nvcc").exists():
+        os.environ["CUDA_HOME"] = str(toolkit)
     if "TORCH_CUDA_ARCH_LIST" not in os.environ and not torch.cuda.is_available():
         os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_CUDA_ARCHS
+    # cpp_extension reads CUDA_HOME once, at its import: if something imported it before this ran (the CPU
+    # extension's build does), its guess stands, and the link then looks for libcudart under /usr/local/lib.
+    from torch.utils import cpp_extension
+
+    guessed = cpp_extension.CUDA_HOME
+    if (guessed is None or not (Path(guessed) / "include" / "cuda_runtime.h").exists()) and (
+            toolkit / "include" / "cuda_runtime.h").exists():
+        cpp_extension.CUDA_HOME = str(toolkit)
 
 
 def _pip_cuda_includes() -> list[str]:
