@@ -4,13 +4,11 @@ The 35 parameters per frame are edits relative to an ID latent (pose offsets and
 be applied to any other ID latent of the same generator. The new identity comes from
 
 - another .stv file: its header's ID latent (and its pose-editor description, which describes that latent);
-- a face image: aligned and inverted exactly as the encoder treats a frame. That needs the encoder's alignment +
-  inversion stage; the hook below names where it lives (`IMAGE_HOOK`) and reports clearly while it is absent.
+- a face image: aligned and inverted exactly as the encoder treats a frame (codec.encoder.identity_image).
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +19,6 @@ from codec.bitstream import StvHeader, StvReader
 from codec.bitstream.schema import MAGIC
 from codec.errors import InputError, StvError
 
-# module and function that turn a face image into an ID latent:
-#     id_latent_from_image(image_path: Path, generator: Generator, device: torch.device) -> Tensor [n_latent, dim]
-# (align like an encoder frame, invert, return the W+ latent; the encoder package provides it).
-IMAGE_HOOK = ("codec.encoder.identity_image", "id_latent_from_image")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 
@@ -49,21 +43,12 @@ def identity_from_stv(path: Path, driving: StvHeader) -> Identity:
     return Identity(other.id_latent, other.pose_editor, str(path))
 
 
-def identity_from_image(path: Path, generator: torch.nn.Module, device: torch.device) -> Identity:
-    """A face image aligned and inverted like an encoder frame (through IMAGE_HOOK)."""
-    module_name, function_name = IMAGE_HOOK
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        module = None
-    function = getattr(module, function_name, None)
-    if function is None:
-        raise StvError(f"--identity {path}: images are not yet supported (they need the encoder's alignment and "
-                       "inversion stage, which is not installed); pass another .stv file's identity instead")
-    latent = function(Path(path), generator, device)
-    return Identity(latent, None, str(path))
+def identity_from_image(path: Path, generator: torch.nn.Module, generator_name: str,
+                        device: torch.device) -> Identity:
+    """A face image aligned and inverted like an encoder frame; the driving stream's pose editor goes with it."""
+    from codec.encoder.identity_image import id_latent_from_image
+
+    return Identity(id_latent_from_image(Path(path), generator, generator_name, device), None, str(path))
 
 
 def load_identity(path: Path, driving: StvHeader, generator: torch.nn.Module, device: torch.device) -> Identity:
@@ -76,5 +61,5 @@ def load_identity(path: Path, driving: StvHeader, generator: torch.nn.Module, de
     if is_stv:
         return identity_from_stv(path, driving)
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        return identity_from_image(path, generator, device)
+        return identity_from_image(path, generator, driving.generator_name, device)
     raise InputError(f"--identity {path}: neither a .stv file nor an image ({', '.join(sorted(IMAGE_SUFFIXES))})")
