@@ -55,7 +55,9 @@ class EncodeReport:
     id_frame: int
     saturated_values: int
     bytes_written: int
-    generator_forwards_per_frame: float
+    # generator forwards per stage, summed over frames (stages read from the work dir's cache count 0);
+    # "pose" and "attributes" run at the early-exit resolution `stop_at`
+    generator_forwards: dict[str, int]
 
 
 @dataclass
@@ -122,8 +124,7 @@ def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str =
     with StvWriter(out, header, profile=settings.profile) as writer:
         writer.append(records)
     n = len(records)
-    return EncodeReport(n, part1.id_frame, int(saturation.total), out.stat().st_size,
-                        sum(forwards.values()) / n if forwards else 0.0)
+    return EncodeReport(n, part1.id_frame, int(saturation.total), out.stat().st_size, forwards)
 
 
 def _aligned_clip(video: Path, size: int, stop_at: int, start: int, stop: int | None, aligned_input: bool,

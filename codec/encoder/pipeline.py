@@ -38,7 +38,7 @@ class EncoderModels:
 
 @dataclass(frozen=True)
 class Part1Settings:
-    inverter: str = "e4e"
+    inverter: str = "project"  # e4e's answer refined by the projector (e4e alone: add no generator forwards)
     stop_at: int = 32  # resolution of the pose stage's early-exit images
     project: ProjectSettings = field(default_factory=ProjectSettings)
     pose: PoseSettings = field(default_factory=PoseSettings)

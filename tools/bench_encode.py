@@ -1,0 +1,134 @@
+"""Encoder cost and closed-loop accuracy on a tiny-model clip with known parameters, in one process.
+
+    python tools/bench_encode.py [--frames 16] [--seed 0] [--json]
+
+1. Renders a clip from the tiny generator with known ID latent, yaw/pitch and 32 offset tracks
+   (codec.encoder.synthetic), writes it losslessly, and encodes it with `stvenc`'s own function (--aligned).
+2. Cost: generator forwards per frame and per stage, and the same in full-resolution-forward equivalents: the
+   pose and attribute stages run at the early-exit resolution, whose forward costs a fraction of a full one,
+   measured here side by side in this process (median of repeated timings). Target: <= 60 per frame.
+3. Accuracy: correlation of the decoded yaw/pitch/offsets with the truth (yaw and pitch as offsets from the
+   chosen ID frame's true pose, offsets likewise, since the stream is relative to the ID latent), re-synthesis
+   PSNR against the clip, and what quantisation costs in dB.
+With --json the last line is one JSON object holding at least generator_forwards_per_frame, yaw_corr, pitch_corr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from codec import zoo  # noqa: E402
+from codec.bitstream import StvReader  # noqa: E402
+from codec.decoder.render import render  # noqa: E402
+from codec.encoder.encode import EncodeSettings, encode_video  # noqa: E402
+from codec.encoder.losses import psnr  # noqa: E402
+from codec.encoder.sensitivity import load_channel_table  # noqa: E402
+from codec.encoder.synthetic import make_truth, render_truth  # noqa: E402
+from codec.preprocess.video import write_video  # noqa: E402
+
+FULL_RES_STAGES = ("invert", "id_select")
+
+
+def forward_cost_ratio(generator, stop_at: int, batch: int = 8, repeats: int = 7) -> float:
+    """Time of a forward stopped at `stop_at` over a full forward (same batch, alternating, median)."""
+    w = generator.latent_avg.reshape(1, 1, -1).expand(batch, generator.n_latent, -1).contiguous()
+    times = {"low": [], "full": []}
+    with torch.no_grad():
+        for _ in range(repeats):
+            for name, stop in (("low", stop_at), ("full", None)):
+                start = time.perf_counter()
+                generator(w, stop_at=stop)
+                times[name].append(time.perf_counter() - start)
+    return statistics.median(times["low"]) / statistics.median(times["full"])
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    args = parser.parse_args()
+
+    generator = zoo.load_generator("tiny")
+    editor = zoo.load_pose_editor(None, "tiny")
+    table = load_channel_table(zoo.WEIGHTS_DIR / "tiny-64-channels.json")
+    spread = np.array([d.get("channel_std", 1.0) for d in table.details])
+    truth = make_truth(generator, editor, table.indices, spread, args.frames, args.seed)
+    frames = render_truth(generator, editor, truth)
+    settings = EncodeSettings(generator="tiny", aligned_input=True)
+
+    with tempfile.TemporaryDirectory() as folder:
+        video, stream, work = Path(folder) / "clip.mkv", Path(folder) / "clip.stv", Path(folder) / "work"
+        pixels = ((frames.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        write_video(video, iter(pixels), Fraction(25), lossless=True)
+        started = time.perf_counter()
+        report = encode_video(video, stream, settings, work_dir=work, progress=False)
+        seconds = time.perf_counter() - started
+        reader = StvReader(stream)
+        values = np.stack([reader[i] for i in range(len(reader))])
+        from safetensors.torch import load_file
+
+        alpha_float = load_file(str(work / "attributes.safetensors"))["alpha"].numpy()
+
+    alpha, yaw, pitch = values[:, :32], values[:, 32], values[:, 33]
+    ref = report.id_frame
+    id_latent = torch.from_numpy(reader.header.id_latent.astype(np.float32))
+
+    def resynthesis(alpha_values: np.ndarray) -> float:
+        with torch.no_grad():
+            images = render(generator, editor, id_latent, table.indices, torch.tensor(alpha_values).float(),
+                            torch.tensor(yaw).float(), torch.tensor(pitch).float())
+        return float(psnr(images, frames).mean())
+
+    ratio = forward_cost_ratio(generator, settings.part1.stop_at)
+    n = args.frames
+    per_stage = {k: v / n for k, v in report.generator_forwards.items()}
+    equivalents = sum(v if k in FULL_RES_STAGES else v * ratio for k, v in per_stage.items())
+    psnr_quantised = resynthesis(alpha)
+    psnr_float = resynthesis(alpha_float)
+    figures = {
+        "frames": n,
+        "seconds_per_frame": seconds / n,
+        "generator_forwards_per_frame": sum(per_stage.values()),
+        "generator_forwards_per_frame_by_stage": per_stage,
+        "low_res_forward_cost": ratio,
+        "full_forward_equivalents_per_frame": equivalents,
+        "yaw_corr": correlation(yaw, truth.yaw - truth.yaw[ref]),
+        "pitch_corr": correlation(pitch, truth.pitch - truth.pitch[ref]),
+        "alpha_corr": correlation(alpha, truth.alpha - truth.alpha[ref]),
+        "yaw_rmse": float(np.sqrt(np.mean((yaw - (truth.yaw - truth.yaw[ref])) ** 2))),
+        "pitch_rmse": float(np.sqrt(np.mean((pitch - (truth.pitch - truth.pitch[ref])) ** 2))),
+        "resynthesis_psnr_db": psnr_quantised,
+        "quantisation_cost_db": psnr_float - psnr_quantised,
+        "id_frame": ref,
+        "file_bytes_per_frame": report.bytes_written / n,  # header included
+    }
+    print(f"{n} frames, {figures['seconds_per_frame']:.2f} s/frame; generator forwards/frame "
+          f"{figures['generator_forwards_per_frame']:.1f} ({', '.join(f'{k} {v:.0f}' for k, v in per_stage.items())})"
+          f" = {equivalents:.1f} full-forward equivalents (low-res forward costs {ratio:.2f} of a full one; "
+          f"target <= 60)")
+    print(f"yaw corr {figures['yaw_corr']:.3f} (rmse {figures['yaw_rmse']:.2f}), pitch corr "
+          f"{figures['pitch_corr']:.3f} (rmse {figures['pitch_rmse']:.2f}), offsets corr {figures['alpha_corr']:.3f}")
+    print(f"re-synthesis {psnr_quantised:.2f} dB; quantisation costs {figures['quantisation_cost_db']:.4f} dB")
+    if args.json:
+        print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
