@@ -1,6 +1,6 @@
 """Encoder cost and closed-loop accuracy on a tiny-model clip with known parameters, in one process.
 
-    python tools/bench_encode.py [--frames 16] [--seed 0] [--json]
+    python tools/bench_encode.py [--frames 16] [--seed 0] [--inverter e4e|project] [--project-steps N] [--json]
 
 1. Renders a clip from the tiny generator with known ID latent, yaw/pitch and 32 offset tracks
    (codec.encoder.synthetic), writes it losslessly, and encodes it with `stvenc`'s own function (--aligned).
@@ -33,7 +33,9 @@ from codec import zoo  # noqa: E402
 from codec.bitstream import StvReader  # noqa: E402
 from codec.decoder.render import render  # noqa: E402
 from codec.encoder.encode import EncodeSettings, encode_video  # noqa: E402
+from codec.encoder.invert import ProjectSettings  # noqa: E402
 from codec.encoder.losses import psnr  # noqa: E402
+from codec.encoder.pipeline import Part1Settings  # noqa: E402
 from codec.encoder.sensitivity import load_channel_table  # noqa: E402
 from codec.encoder.synthetic import make_truth, render_truth  # noqa: E402
 from codec.preprocess.video import write_video  # noqa: E402
@@ -62,6 +64,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--inverter", choices=["e4e", "project"], default="project")
+    parser.add_argument("--project-steps", type=int, default=ProjectSettings.steps)
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     args = parser.parse_args()
 
@@ -71,7 +75,8 @@ def main() -> None:
     spread = np.array([d.get("channel_std", 1.0) for d in table.details])
     truth = make_truth(generator, editor, table.indices, spread, args.frames, args.seed)
     frames = render_truth(generator, editor, truth)
-    settings = EncodeSettings(generator="tiny", aligned_input=True)
+    settings = EncodeSettings(generator="tiny", aligned_input=True, part1=Part1Settings(
+        inverter=args.inverter, project=ProjectSettings(steps=args.project_steps)))
 
     with tempfile.TemporaryDirectory() as folder:
         video, stream, work = Path(folder) / "clip.mkv", Path(folder) / "clip.stv", Path(folder) / "work"

@@ -105,18 +105,20 @@ def encode_attributes(
     [1 or N, 1, r, r]; regions[k] names index k's region; eta [K] from `video_learning_rates`."""
     n_frames, k_count = targets.shape[0], len(style_indices)
     region_of = np.asarray(regions)
-    member = {f: torch.from_numpy(region_of == f) for f in REGIONS}
-    lr = torch.as_tensor(eta, dtype=torch.float32) * settings.learning_rate
+    device = targets.device
+    member = {f: torch.from_numpy(region_of == f).to(device) for f in REGIONS}
+    lr = torch.as_tensor(eta, dtype=torch.float32, device=device) * settings.learning_rate
     alpha_out, loss_out = np.zeros((n_frames, k_count)), np.zeros(n_frames)
     previous = _Previous()
     forwards = 0
     for t in tqdm(range(n_frames), desc="attributes", unit="frame", disable=not progress):
-        frame_masks = {f: m if m.shape[0] == 1 else m[t : t + 1] for f, m in masks.items()}
+        frame_masks = {f: (m if m.shape[0] == 1 else m[t : t + 1]).to(device) for f, m in masks.items()}
         with torch.no_grad():
             styles = [s.detach() for s in generator.styles(pose_latents[t : t + 1])]
             base = _at_indices(styles, style_indices)
-        start = torch.zeros(k_count) if previous.styles_at_indices is None else previous.styles_at_indices - base
-        frozen = torch.zeros(k_count, dtype=torch.bool)
+        start = (torch.zeros(k_count, device=device) if previous.styles_at_indices is None
+                 else previous.styles_at_indices - base)
+        frozen = torch.zeros(k_count, dtype=torch.bool, device=device)
         if blink is not None and bool(blink[t]):
             frozen |= member[GAZE_REGION]
         alpha, loss, render = _optimise_frame(
@@ -124,7 +126,7 @@ def encode_attributes(
             lpips_module, stop_at, settings,
         )
         forwards += settings.steps + 1
-        alpha_out[t], loss_out[t] = alpha.numpy(), loss
+        alpha_out[t], loss_out[t] = alpha.cpu().numpy(), loss
         previous = _Previous(base + alpha, targets[t : t + 1], render)
     return AttributeTrack(alpha_out, loss_out, forwards)
 
@@ -160,7 +162,7 @@ def _gradient(losses: dict[str, torch.Tensor], alpha: torch.Tensor, member: dict
     if not by_region:
         (g,) = torch.autograd.grad(sum(losses.values()), alpha)
         return g[0]
-    grad = torch.zeros(alpha.shape[1], dtype=alpha.dtype)
+    grad = torch.zeros(alpha.shape[1], dtype=alpha.dtype, device=alpha.device)
     regions = [f for f in REGIONS if bool(member[f].any())]
     for i, region in enumerate(regions):
         (g,) = torch.autograd.grad(losses[region], alpha, retain_graph=i < len(regions) - 1)

@@ -78,6 +78,7 @@ def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str =
     if clip.images.shape[0] == 0:
         raise InputError(f"{video}: no frames in the range {start}:{'' if stop is None else stop}")
     clip.images = clip.images.to(device)
+    clip.masks = {name: mask.to(device) for name, mask in clip.masks.items()}
     input_key = f"{zoo.sha256_of(video)}:{start}:{stop}:{settings.aligned_input}:{settings.generator}"
 
     pose_spec = {"editor": "linear", "model": zoo.DEFAULT_POSE_EDITOR.get(settings.generator, "")}

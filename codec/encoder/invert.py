@@ -26,9 +26,11 @@ Encoder = Callable[[torch.Tensor], torch.Tensor]  # frames [B,3,R,R] in [-1,1] -
 
 @dataclass(frozen=True)
 class ProjectSettings:
-    # 50 steps refine the tiny e4e's answer from 23.6 to 34.5 dB on held-out samples (weights/tiny-64-e4e.json);
-    # starting from the mean latent instead needs several hundred.
-    steps: int = 50
+    # Refining the tiny e4e's answer (23.6 dB on held-out samples) takes it to 31.0 dB in 20 steps and 34.5 dB in
+    # 50 (weights/tiny-64-e4e.json). 20 keeps the whole encoder within its budget of 60 full-forward equivalents
+    # per frame (tools/bench_encode.py: 54 with 20 steps, 82 with 50); starting from the mean latent instead
+    # needs several hundred steps.
+    steps: int = 20
     learning_rate: float = 0.05
     batch_frames: int = 8
     lpips_weight: float = 1.0

@@ -88,8 +88,8 @@ def encode_part1(
     def run_selection():
         with torch.no_grad():
             reconstructions = torch.cat([generator(latents[i : i + 8]) for i in range(0, len(latents), 8)])
-            similarity = models.identity.identity_similarity(frames, reconstructions).float()
-            pose = models.pose_estimator(frames) if models.pose_estimator is not None else None
+            similarity = models.identity.identity_similarity(frames, reconstructions).float().cpu()
+            pose = models.pose_estimator(frames).cpu() if models.pose_estimator is not None else None
         forwards["id_select"] = len(latents)
         choice = select_id_frame(similarity.numpy(), *(pose.T.numpy() if pose is not None else (None, None)),
                                  frontal_weight=settings.frontal_weight)
