@@ -38,6 +38,10 @@ def clean_errors(prog: str) -> Callable[[F], F]:
                 fail(prog, f"{type(exc).__name__}: {exc}")
             except KeyboardInterrupt:
                 fail(prog, "interrupted")
+            except Exception as exc:  # a bug, not bad input: still one line, the traceback on request
+                if os.environ.get("STV_DEBUG"):
+                    raise
+                fail(prog, f"internal error: {type(exc).__name__}: {exc} (set STV_DEBUG=1 for the traceback)")
 
         return inner  # type: ignore[return-value]
 

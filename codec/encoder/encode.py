@@ -100,7 +100,9 @@ def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str =
             pose_latents = editor.edit(part1.id_latent.expand(len(yaw), -1, -1).to(device), yaw, pitch)
             targets = torch.cat([generator(part1.latents[i : i + 8].to(device), stop_at=stop_at)
                                  for i in range(0, len(yaw), 8)])
-        eta = video_learning_rates(generator, part1.id_latent.to(device), table, clip.masks, lpips_module, stop_at)
+        # eq. 8 is measured on the ID latent, so under the ID frame's own region masks
+        id_masks = {k: m if m.shape[0] == 1 else m[part1.id_frame : part1.id_frame + 1] for k, m in clip.masks.items()}
+        eta = video_learning_rates(generator, part1.id_latent.to(device), table, id_masks, lpips_module, stop_at)
         track = encode_attributes(generator, pose_latents, targets, table.indices, table.regions, clip.masks,
                                   lpips_module, stop_at, eta, clip.blink, settings.attributes, progress)
         forwards["attributes"] = track.generator_forwards + len(yaw)
