@@ -24,7 +24,9 @@ from codec.models.pose import PoseEditor
 @dataclass(frozen=True)
 class PoseSettings:
     steps: int = 40
-    learning_rate: float = 1.0  # in pose units (StyleFlow slider, nominal -20..20) per Adam step
+    # in pose units (StyleFlow slider, nominal -20..20) per Adam step. Measured on a 16-frame tiny-model clip
+    # (true latents as targets): lr 1.5 -> max error 0.54 units, lr 1.0 with 30 steps -> 0.80.
+    learning_rate: float = 1.5
     batch_frames: int = 16
     lpips_weight: float = 1.0
     l2_weight: float = 1.0
