@@ -10,7 +10,8 @@
 3. Accuracy: correlation of the decoded yaw/pitch/offsets with the truth (yaw and pitch as offsets from the
    chosen ID frame's true pose, offsets likewise, since the stream is relative to the ID latent), re-synthesis
    PSNR against the clip, and what quantisation costs in dB.
-With --json the last line is one JSON object holding at least generator_forwards_per_frame, yaw_corr, pitch_corr.
+With --json the last line is one JSON object holding at least generator_forwards_per_frame (full-forward
+equivalents, the figure the target counts), yaw_corr, pitch_corr.
 """
 
 from __future__ import annotations
@@ -110,10 +111,11 @@ def main() -> None:
     figures = {
         "frames": n,
         "seconds_per_frame": seconds / n,
-        "generator_forwards_per_frame": sum(per_stage.values()),
+        # in full-resolution generator-forward equivalents: what the <= 60 target counts
+        "generator_forwards_per_frame": equivalents,
+        "generator_forwards_per_frame_raw": sum(per_stage.values()),  # low- and full-resolution forwards alike
         "generator_forwards_per_frame_by_stage": per_stage,
         "low_res_forward_cost": ratio,
-        "full_forward_equivalents_per_frame": equivalents,
         "yaw_corr": correlation(yaw, truth.yaw - truth.yaw[ref]),
         "pitch_corr": correlation(pitch, truth.pitch - truth.pitch[ref]),
         "alpha_corr": correlation(alpha, truth.alpha - truth.alpha[ref]),
@@ -129,7 +131,7 @@ def main() -> None:
         "file_bytes_per_frame": report.bytes_written / n,  # header included
     }
     print(f"{n} frames, {figures['seconds_per_frame']:.2f} s/frame; generator forwards/frame "
-          f"{figures['generator_forwards_per_frame']:.1f} ({', '.join(f'{k} {v:.0f}' for k, v in per_stage.items())})"
+          f"{figures['generator_forwards_per_frame_raw']:.1f} ({', '.join(f'{k} {v:.0f}' for k, v in per_stage.items())})"
           f" = {equivalents:.1f} full-forward equivalents (low-res forward costs {ratio:.2f} of a full one; "
           f"target <= 60)")
     print(f"yaw corr {figures['yaw_corr']:.3f} (rmse {figures['yaw_rmse']:.2f}), pitch corr "
