@@ -86,10 +86,12 @@ at::Tensor modulated_conv(const at::Tensor& x, const at::Tensor& weight, const a
               "modulated_conv: x, weight and style disagree on batch or input channels");
   const int64_t k = weight.size(2);
   auto s = style * scale;                                          // [B, I]
-  // channels-last lets oneDNN run the transposed conv (the NCHW transposed conv falls back to a slow kernel)
-  auto xm = (x * s.to(x.dtype()).view({x.size(0), x.size(1), 1, 1})).contiguous(at::MemoryFormat::ChannelsLast);
+  auto xm = x * s.to(x.dtype()).view({x.size(0), x.size(1), 1, 1});
   at::Tensor y;
   if (upsample) {
+    // channels-last lets oneDNN run the transposed conv (the NCHW transposed conv falls back to a slow kernel);
+    // plain convs stay NCHW: the layout conversions cost more than they gain there (measured on the tiny model)
+    xm = xm.contiguous(at::MemoryFormat::ChannelsLast);
     TORCH_CHECK(blur.has_value(), "modulated_conv: upsample needs the blur kernel");
     y = at::conv_transpose2d(xm, weight.transpose(0, 1), {}, 2, 0);
     const int64_t p = (blur->size(0) - 2) - (k - 1);
@@ -97,7 +99,9 @@ at::Tensor modulated_conv(const at::Tensor& x, const at::Tensor& weight, const a
   } else {
     y = at::conv2d(xm, weight, {}, 1, k / 2);
   }
-  if (!y.is_contiguous()) y = y.contiguous(at::MemoryFormat::ChannelsLast);
+  if (!y.is_contiguous() && !y.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+    y = y.contiguous(at::MemoryFormat::ChannelsLast);
+  }
   at::Tensor d = demodulate ? demod_coefficients(weight, s).contiguous() : at::Tensor();
   at::Tensor nz = noise.has_value() ? noise->to(y.dtype()).contiguous().view({-1}) : at::Tensor();
   TORCH_CHECK(!nz.defined() || nz.numel() == y.size(2) * y.size(3), "modulated_conv: noise size mismatch");
