@@ -63,11 +63,18 @@ void epilogue(at::Tensor& y, const at::Tensor& demod, const at::Tensor& noise, c
         for (int64_t c = 0; c < channels; ++c) apply(row[c], bp / plane, c, bp % plane);
       }
     });
-  } else {  // planes of `plane` pixels, one per (b, c)
-    at::parallel_for(0, batch * channels, 1, [&](int64_t begin, int64_t end) {
+  } else {  // planes of `plane` pixels, one per (b, c): the per-(b, c) terms are hoisted so the loop vectorises
+    at::parallel_for(0, batch * channels, 16, [&](int64_t begin, int64_t end) {
       for (int64_t bc = begin; bc < end; ++bc) {
         scalar_t* row = out + bc * plane;
-        for (int64_t p = 0; p < plane; ++p) apply(row[p], bc / channels, bc % channels, p);
+        const float scale = d ? d[bc] : 1.0f;
+        const float shift = bs ? static_cast<float>(bs[bc % channels]) : 0.0f;
+        for (int64_t p = 0; p < plane; ++p) {
+          float v = static_cast<float>(row[p]) * scale + shift;
+          if (nz) v += static_cast<float>(nz[p]);
+          if (activate) v = (v >= 0.0f ? v : v * kSlope) * kGain;
+          row[p] = static_cast<scalar_t>(v);
+        }
       }
     });
   }
