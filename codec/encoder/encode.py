@@ -21,7 +21,7 @@ from codec.bitstream import StvHeader, StvWriter, quantise
 from codec.bitstream.header import EXT_NOTE, EXT_POSE
 from codec.encoder.attributes import AttributeSettings, encode_attributes, video_learning_rates
 from codec.encoder.losses import make_lpips, resize_mask
-from codec.encoder.pipeline import EncoderModels, Part1Settings, encode_part1
+from codec.encoder.pipeline import EncoderModels, Part1Settings, encode_part1, inversion_targets
 from codec.encoder.pose_directions import ESTIMATORS
 from codec.encoder.sensitivity import load_channel_table
 from codec.encoder.workdir import cached_stage, stage_key
@@ -98,8 +98,7 @@ def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str =
         pitch = torch.from_numpy(part1.pitch).float().to(device)
         with torch.no_grad():
             pose_latents = editor.edit(part1.id_latent.expand(len(yaw), -1, -1).to(device), yaw, pitch)
-            targets = torch.cat([generator(part1.latents[i : i + 8].to(device), stop_at=stop_at)
-                                 for i in range(0, len(yaw), 8)])
+        targets = inversion_targets(generator, part1.latents.to(device), stop_at)
         # eq. 8 is measured on the ID latent, so under the ID frame's own region masks
         id_masks = {k: m if m.shape[0] == 1 else m[part1.id_frame : part1.id_frame + 1] for k, m in clip.masks.items()}
         eta = video_learning_rates(generator, part1.id_latent.to(device), table, id_masks, lpips_module, stop_at)

@@ -59,7 +59,7 @@ def invert(
         if encoder is None:
             raise ValueError("inverter 'e4e' needs an encoder")
         with torch.no_grad():
-            return Inversion(_batched(encoder, frames, settings.batch_frames), 0)
+            return Inversion(in_batches(encoder, frames, settings.batch_frames), 0)
     if method != "project":
         raise ValueError(f"unknown inverter {method!r} (expected 'e4e' or 'project')")
     if lpips_module is None:
@@ -67,11 +67,12 @@ def invert(
     init = None
     if encoder is not None:
         with torch.no_grad():
-            init = _batched(encoder, frames, settings.batch_frames)
+            init = in_batches(encoder, frames, settings.batch_frames)
     return project(generator, frames, lpips_module, settings, init=init, progress=progress)
 
 
-def _batched(fn: Encoder, frames: torch.Tensor, batch: int) -> torch.Tensor:
+def in_batches(fn: Callable[[torch.Tensor], torch.Tensor], frames: torch.Tensor, batch: int) -> torch.Tensor:
+    """fn over consecutive slices of `batch` rows, concatenated (bounded memory on long clips)."""
     return torch.cat([fn(frames[i : i + batch]) for i in range(0, frames.shape[0], batch)])
 
 

@@ -19,7 +19,7 @@ import torch
 
 from codec.encoder.head_pose import PoseSettings, encode_head_pose
 from codec.encoder.id_select import select_id_frame
-from codec.encoder.invert import Encoder, ProjectSettings, invert
+from codec.encoder.invert import Encoder, ProjectSettings, in_batches, invert
 from codec.encoder.workdir import cached_stage, stage_key
 from codec.models.pose import PoseEditor
 
@@ -57,6 +57,13 @@ class Part1Result:
     generator_forwards: dict[str, int]  # per stage, summed over frames (pose: at `stop_at` resolution)
 
 
+def inversion_targets(generator: torch.nn.Module, latents: torch.Tensor, stop_at: int | None = None,
+                      batch: int = 8) -> torch.Tensor:
+    """G(L_t) (at the early-exit resolution `stop_at`): what every later stage compares its renders with."""
+    with torch.no_grad():
+        return in_batches(lambda w: generator(w, stop_at=stop_at), latents, batch)
+
+
 def encode_part1(
     frames: torch.Tensor,
     models: EncoderModels,
@@ -87,7 +94,7 @@ def encode_part1(
 
     def run_selection():
         with torch.no_grad():
-            reconstructions = torch.cat([generator(latents[i : i + 8]) for i in range(0, len(latents), 8)])
+            reconstructions = inversion_targets(generator, latents)
             similarity = models.identity.identity_similarity(frames, reconstructions).float().cpu()
             pose = models.pose_estimator(frames).cpu() if models.pose_estimator is not None else None
         forwards["id_select"] = len(latents)
@@ -102,9 +109,7 @@ def encode_part1(
     key = stage_key(key, "pose", {"pose": asdict(settings.pose), "stop_at": settings.stop_at})
 
     def run_pose():
-        with torch.no_grad():
-            targets = torch.cat([generator(latents[i : i + 8], stop_at=settings.stop_at)
-                                 for i in range(0, len(latents), 8)])
+        targets = inversion_targets(generator, latents, settings.stop_at)
         track = encode_head_pose(generator, models.editor, id_latent, targets, masks["face_rigid"], masks["face"],
                                  models.lpips, settings.stop_at, settings=settings.pose, progress=progress)
         forwards["pose"] = track.generator_forwards + len(latents)
