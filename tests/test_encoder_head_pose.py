@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from codec.encoder.encode import canonical_soft_masks
 from codec.encoder.head_pose import PoseSettings, encode_head_pose
-from codec.encoder.losses import make_lpips, resize_mask
+from codec.encoder.losses import make_lpips
 from codec.encoder.workdir import cached_stage, stage_key
-from codec.preprocess.masks import canonical_masks
 from encoder_fixtures import FRONTAL_FRAME, synthetic_clip
 
 STOP_AT = 32
@@ -23,7 +23,7 @@ def clip():
 def masks_at(resolution: int) -> dict[str, torch.Tensor]:
     """Soft region masks: drawn at 256 and area-averaged down, so that small regions (the pupils are 8 pixels at
     64x64 and vanish as binary masks at 32x32) keep their weight at the encoder's low resolution."""
-    return {k: resize_mask(torch.from_numpy(v), resolution) for k, v in canonical_masks(256).items()}
+    return canonical_soft_masks(resolution)
 
 
 def test_head_pose_recovers_known_tracks(clip):

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from codec.encoder.losses import lpips_distance, masked_l2
+from codec.encoder.losses import lpips_distance, mask_rows, masked_l2
 from codec.encoder.sensitivity import REGIONS, ChannelTable, index_learning_rates, perturbation_gammas
 from codec.models.stylespace import apply_offsets
 
@@ -112,7 +112,7 @@ def encode_attributes(
     previous = _Previous()
     forwards = 0
     for t in tqdm(range(n_frames), desc="attributes", unit="frame", disable=not progress):
-        frame_masks = {f: (m if m.shape[0] == 1 else m[t : t + 1]).to(device) for f, m in masks.items()}
+        frame_masks = {f: mask_rows(m, t, t + 1).to(device) for f, m in masks.items()}
         with torch.no_grad():
             styles = [s.detach() for s in generator.styles(pose_latents[t : t + 1])]
             base = _at_indices(styles, style_indices)

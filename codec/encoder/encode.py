@@ -20,7 +20,7 @@ from codec import zoo
 from codec.bitstream import StvHeader, StvWriter, quantise
 from codec.bitstream.header import EXT_NOTE, EXT_POSE
 from codec.encoder.attributes import AttributeSettings, encode_attributes, video_learning_rates
-from codec.encoder.losses import make_lpips, resize_mask
+from codec.encoder.losses import make_lpips, mask_rows, resize_mask
 from codec.encoder.pipeline import EncoderModels, Part1Settings, encode_part1, inversion_targets
 from codec.encoder.pose_directions import ESTIMATORS
 from codec.encoder.sensitivity import load_channel_table
@@ -100,7 +100,7 @@ def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str =
             pose_latents = editor.edit(part1.id_latent.expand(len(yaw), -1, -1).to(device), yaw, pitch)
         targets = inversion_targets(generator, part1.latents.to(device), stop_at)
         # eq. 8 is measured on the ID latent, so under the ID frame's own region masks
-        id_masks = {k: m if m.shape[0] == 1 else m[part1.id_frame : part1.id_frame + 1] for k, m in clip.masks.items()}
+        id_masks = {k: mask_rows(m, part1.id_frame, part1.id_frame + 1) for k, m in clip.masks.items()}
         eta = video_learning_rates(generator, part1.id_latent.to(device), table, id_masks, lpips_module, stop_at)
         track = encode_attributes(generator, pose_latents, targets, table.indices, table.regions, clip.masks,
                                   lpips_module, stop_at, eta, clip.blink, settings.attributes, progress)
@@ -129,14 +129,19 @@ def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str =
     return EncodeReport(n, part1.id_frame, int(saturation.total), out.stat().st_size, forwards)
 
 
+def canonical_soft_masks(resolution: int) -> dict[str, torch.Tensor]:
+    """The average aligned face's regions as soft [1, 1, r, r] masks (frames with no detectable face, e.g. the
+    tiny generator's renders)."""
+    return {k: resize_mask(torch.from_numpy(v), resolution) for k, v in canonical_masks(MASK_DRAW_SIZE).items()}
+
+
 def _aligned_clip(video: Path, size: int, stop_at: int, start: int, stop: int | None, aligned_input: bool,
                   progress: bool) -> AlignedClip:
     frames = read_frames(video, start, stop)
     if aligned_input:
         images = [_resize(frame, size) for frame in tqdm(frames, desc="read", unit="frame", disable=not progress)]
         n = len(images)
-        masks = {k: resize_mask(torch.from_numpy(v), stop_at) for k, v in canonical_masks(MASK_DRAW_SIZE).items()}
-        return AlignedClip(_to_tensor(images), np.zeros(n), np.zeros(n, bool), masks)
+        return AlignedClip(_to_tensor(images), np.zeros(n), np.zeros(n, bool), canonical_soft_masks(stop_at))
     aligned = list(tqdm(align_video(frames, output_size=size), desc="align", unit="frame", disable=not progress))
     scale = MASK_DRAW_SIZE / size
     per_frame = [region_masks(a.landmarks_aligned * scale, MASK_DRAW_SIZE, pupil_centres=a.pupils_aligned * scale)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from codec.encoder.losses import lpips_distance, masked_l2
+from codec.encoder.losses import lpips_distance, mask_rows, masked_l2
 from codec.models.pose import PoseEditor
 
 
@@ -66,7 +66,7 @@ def encode_head_pose(
     for lo in range(0, n_frames, settings.batch_frames):
         hi = min(lo + settings.batch_frames, n_frames)
         pose, loss = _solve_batch(
-            generator, editor, id_latent, targets[lo:hi], _rows(rigid_mask, lo, hi), _rows(face_mask, lo, hi),
+            generator, editor, id_latent, targets[lo:hi], mask_rows(rigid_mask, lo, hi), mask_rows(face_mask, lo, hi),
             lpips_module, stop_at, start, settings,
         )
         yaw_out[lo:hi], pitch_out[lo:hi], loss_out[lo:hi] = pose[:, 0], pose[:, 1], loss
@@ -75,10 +75,6 @@ def encode_head_pose(
         bar.update(hi - lo)
     bar.close()
     return PoseTrack(yaw_out, pitch_out, loss_out, forwards)
-
-
-def _rows(mask: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-    return mask if mask.shape[0] == 1 else mask[lo:hi]
 
 
 def pose_loss(

@@ -12,7 +12,7 @@ import torch
 from codec import zoo
 from codec.encoder.invert import ProjectSettings, invert
 from codec.encoder.losses import make_lpips
-from codec.errors import InputError
+from codec.errors import InputError, ModelError
 from codec.preprocess.align import align_video
 
 
@@ -33,7 +33,7 @@ def id_latent_from_image(path: Path, generator: torch.nn.Module, generator_name:
     frame = torch.from_numpy(aligned).permute(2, 0, 1)[None].float().to(device) / 127.5 - 1.0
     try:
         encoder = zoo.load_inverter(generator_name, device)
-    except Exception:  # no encoder for this generator: the projector starts from the mean latent
+    except ModelError:  # no encoder for this generator: the projector starts from the mean latent
         encoder = None
     inversion = invert(frame, generator, "project", encoder, make_lpips(device), ProjectSettings(steps=steps),
                        progress=False)

@@ -126,6 +126,11 @@ def resize_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(mask, size=(size, size), mode="area" if mask.shape[-1] > size else "bilinear")
 
 
+def mask_rows(mask: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """Frames lo..hi of a per-frame mask [N, 1, r, r]; a mask shared by all frames ([1, 1, r, r]) as it is."""
+    return mask if mask.shape[0] == 1 else mask[lo:hi]
+
+
 def psnr(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Per-sample PSNR in dB of images in [-1, 1] (peak-to-peak 2)."""
     mse = ((images - targets) ** 2).flatten(1).mean(1).clamp_min(1e-12)

@@ -12,19 +12,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
-
 import numpy as np
 import torch
 
 from codec.encoder.head_pose import PoseSettings, encode_head_pose
 from codec.encoder.id_select import select_id_frame
 from codec.encoder.invert import Encoder, ProjectSettings, in_batches, invert
+from codec.encoder.pose_directions import PoseEstimator
 from codec.encoder.workdir import cached_stage, stage_key
 from codec.models.pose import PoseEditor
-
-PoseEstimator = Callable[[torch.Tensor], torch.Tensor]  # images [B,3,H,W] -> [B, 2] (yaw, pitch) pose units
-
 
 @dataclass
 class EncoderModels:
