@@ -10,6 +10,10 @@ Sources read (with the `search` tools, 2026-11-25):
   module/cnf.py (sqrt_end_time), module/odefunc.py (ODEnet / ODEfunc with buffer _num_evals),
   module/diffeq_layers.py (ConcatSquashLinear), module/normalization.py (MovingBatchNormNd buffers), and the
   loaders: `prior = cnf(512, '512-512-512-512-512', 17, 1); prior.load_state_dict(torch.load(...))`.
+- zllrunning/face-parsing.PyTorch model.py (BiSeNet, ContextPath, AttentionRefinementModule,
+  FeatureFusionModule, BiSeNetOutput, ConvBNReLU; the SpatialPath class exists but BiSeNet does not build it)
+  and resnet.py (Resnet18, BasicBlock, create_layer_basic; read in the clibdev/face-parsing.PyTorch fork, whose
+  inference.py loads 79999_iter.pth strict with weights_only=True).
 
 The layouts are built by small loops that restate the official naming rules; they deliberately share no
 code with codec.models, so a renamed or reshaped parameter there makes the loader tests fail.
@@ -109,6 +113,42 @@ def arcface_ir_se50_layout() -> Layout:
     layout += _batchnorm("output_layer.0", 512)
     layout += [("output_layer.3.weight", (512, 512 * 7 * 7)), ("output_layer.3.bias", (512,))]
     layout += _batchnorm("output_layer.4", 512)
+    return layout
+
+
+
+def bisenet_face_parsing_layout(n_classes: int = 19) -> Layout:
+    """BiSeNet(n_classes=19) of face-parsing.PyTorch: 79999_iter.pth (a bare state_dict, no 'sp.' keys)."""
+
+    def conv_bn(prefix: str, cin: int, cout: int, k: int) -> Layout:  # ConvBNReLU: conv (no bias) + bn
+        return [(f"{prefix}.conv.weight", (cout, cin, k, k))] + _batchnorm(f"{prefix}.bn", cout)
+
+    # Resnet18: conv1 7x7 (no bias), bn1, layer1..4 of two BasicBlocks; block 0 of layers 2-4 has a
+    # downsample = Sequential(Conv2d 1x1 no bias, BatchNorm2d); no fc
+    layout: Layout = [("cp.resnet.conv1.weight", (64, 3, 7, 7))] + _batchnorm("cp.resnet.bn1", 64)
+    cin = 64
+    for layer, cout in enumerate((64, 128, 256, 512), start=1):
+        for block in range(2):
+            p = f"cp.resnet.layer{layer}.{block}"
+            first_in = cin if block == 0 else cout
+            layout += [(f"{p}.conv1.weight", (cout, first_in, 3, 3))] + _batchnorm(f"{p}.bn1", cout)
+            layout += [(f"{p}.conv2.weight", (cout, cout, 3, 3))] + _batchnorm(f"{p}.bn2", cout)
+            if block == 0 and cin != cout:
+                layout += [(f"{p}.downsample.0.weight", (cout, cin, 1, 1))] + _batchnorm(f"{p}.downsample.1", cout)
+        cin = cout
+    # AttentionRefinementModule(in, 128): conv = ConvBNReLU 3x3, conv_atten 1x1 (no bias), bn_atten
+    for name, arm_in in (("arm16", 256), ("arm32", 512)):
+        layout += conv_bn(f"cp.{name}.conv", arm_in, 128, 3)
+        layout += [(f"cp.{name}.conv_atten.weight", (128, 128, 1, 1))] + _batchnorm(f"cp.{name}.bn_atten", 128)
+    layout += conv_bn("cp.conv_head32", 128, 128, 3) + conv_bn("cp.conv_head16", 128, 128, 3)
+    layout += conv_bn("cp.conv_avg", 512, 128, 1)
+    # FeatureFusionModule(256, 256): convblk = ConvBNReLU 1x1, then conv1 256->64 and conv2 64->256 (1x1, no bias)
+    layout += conv_bn("ffm.convblk", 256, 256, 1)
+    layout += [("ffm.conv1.weight", (64, 256, 1, 1)), ("ffm.conv2.weight", (256, 64, 1, 1))]
+    # BiSeNetOutput(in, mid, n): conv = ConvBNReLU 3x3, conv_out 1x1 (no bias)
+    for name, head_in, mid in (("conv_out", 256, 256), ("conv_out16", 128, 64), ("conv_out32", 128, 64)):
+        layout += conv_bn(f"{name}.conv", head_in, mid, 3)
+        layout += [(f"{name}.conv_out.weight", (n_classes, mid, 1, 1))]
     return layout
 
 
