@@ -27,7 +27,7 @@ from torch import nn
 
 from codec.errors import ModelError
 from codec.models.stylespace import StyleSpaceLayout
-from codec.ops import blur_kernel_2d, modulated_conv, upsample_2x
+from codec.ops import blur_kernel_2d, modulated_conv
 from codec.ops.modulated_conv import LRELU_GAIN, LRELU_SLOPE
 
 NoiseMode = Literal["const", "none"]
@@ -125,9 +125,10 @@ class ModulatedConv(nn.Module):
             self.blur = _Kernel(blur_kernel_2d(blur_kernel, gain=4.0))
 
     def run(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None = None,
-            bias: torch.Tensor | None = None, activate: bool = False) -> torch.Tensor:
+            bias: torch.Tensor | None = None, activate: bool = False, skip: torch.Tensor | None = None,
+            skip_kernel: torch.Tensor | None = None) -> torch.Tensor:
         return modulated_conv(x, self.weight[0], style, self.scale, self.demodulate, self.upsample,
-                              self.blur.kernel if self.upsample else None, noise, bias, activate)
+                              self.blur.kernel if self.upsample else None, noise, bias, activate, skip, skip_kernel)
 
 
 class _Kernel(nn.Module):
@@ -173,10 +174,9 @@ class ToRGB(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
-        out = self.conv.run(x, style, bias=self.bias.view(-1))
-        if skip is not None:
-            out = out + upsample_2x(skip, self.upsample.kernel)
-        return out
+        # the skip branch's 2x up-sampling and add run inside the op (fused on the csrc/ paths)
+        return self.conv.run(x, style, bias=self.bias.view(-1), skip=skip,
+                             skip_kernel=None if skip is None else self.upsample.kernel)
 
 
 class Generator(nn.Module):

@@ -69,14 +69,17 @@ def modulated_conv(
     noise: torch.Tensor | None = None,
     bias: torch.Tensor | None = None,
     activate: bool = False,
+    skip: torch.Tensor | None = None,
+    skip_kernel: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One modulated conv layer (see `modulated_conv.py` for the math) on the fastest correct path."""
-    tensors = (x, weight, style, blur, noise, bias)
+    tensors = (x, weight, style, blur, noise, bias, skip, skip_kernel)
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     kind = active_kernel(x.device, needs_grad)
     if kind == "reference":
-        return modulated_conv_reference(x, weight, style, scale, demodulate, upsample, blur, noise, bias, activate)
+        return modulated_conv_reference(x, weight, style, scale, demodulate, upsample, blur, noise, bias, activate,
+                                        skip, skip_kernel)
     module, _ = extension.load(kind)
     noise_2d = None if noise is None else noise.reshape(noise.shape[-2:])
     return module.modulated_conv(x.contiguous(), weight.contiguous(), style.contiguous(), float(scale),
-                                 demodulate, upsample, blur, noise_2d, bias, activate)
+                                 demodulate, upsample, blur, noise_2d, bias, activate, skip, skip_kernel)

@@ -8,6 +8,7 @@ One call is one whole StyleSpace layer of the generator:
     y   = y + noise                                       if noise is given     (noise already * strength)
     y   = y + bias[o]                                     if bias is given
     y   = leaky_relu(y, 0.2) * sqrt(2)                    if activate
+    y   = y + upsample_2x(skip, skip_kernel)              if skip is given      (ToRGB's skip branch)
 
 This is the math of rosinality's `ModulatedConv2d` (fused=True: weights modulated per sample, grouped
 conv over the batch), `StyledConv` and `ToRGB`; the csrc/ kernels must reproduce it to <= 1e-4 (float32).
@@ -69,6 +70,8 @@ def modulated_conv_reference(
     noise: torch.Tensor | None = None,
     bias: torch.Tensor | None = None,
     activate: bool = False,
+    skip: torch.Tensor | None = None,
+    skip_kernel: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """x [B,I,H,W], weight [O,I,k,k], style [B,I] -> [B,O,H',W'] (H' = 2H if upsample). See module doc."""
     batch, in_ch, height, width = x.shape
@@ -93,4 +96,8 @@ def modulated_conv_reference(
         y = y + bias.view(1, -1, 1, 1)
     if activate:
         y = F.leaky_relu(y, LRELU_SLOPE) * LRELU_GAIN
+    if skip is not None:
+        if skip_kernel is None:
+            raise ValueError("skip needs its up-sampling kernel")
+        y = y + upsample_2x(skip, skip_kernel)
     return y
