@@ -143,7 +143,11 @@ Fir make_fir(const at::Tensor& kernel) {
 
 inline int64_t floor_div2(int64_t v) { return v >= 0 ? v / 2 : -((-v + 1) / 2); }
 
-inline float act(float v, bool activate) { return activate ? (v >= 0.0f ? v : v * kSlope) * kGain : v; }
+// leaky ReLU * sqrt(2), the same values as (v >= 0 ? v : v * slope) * gain; built with -fno-trapping-math
+// (codec/ops/extension.py) so it compiles to branch-free vector code (a mispredicted branch per value made the
+// epilogue cost as much as the conv on the tiny model's layers)
+inline float lrelu(float v) { return (std::max(v, 0.0f) + std::min(v, 0.0f) * kSlope) * kGain; }
+inline float act(float v, bool activate) { return activate ? lrelu(v) : v; }
 
 // ---- epilogues -------------------------------------------------------------------------------------------------
 
@@ -225,27 +229,33 @@ void add_upsampled(at::Tensor& y, const at::Tensor& skip, const Fir& fir, int64_
   const int64_t h = skip.size(2), w = skip.size(3), taps = fir.taps;
   const scalar_t* in = skip.data_ptr<scalar_t>();
   scalar_t* out = y.data_ptr<scalar_t>();
+  // output column x = 2m + px takes, for each tap b with (px + b - pad0) even, the sample m + (px + b - pad0)/2;
+  // the source row is copied into a zero-padded buffer so no tap needs a bounds check
+  const int64_t margin = taps + 1;
   at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> src(w + 2 * margin, 0.0f), acc(wy + 1);
     for (int64_t pc = begin; pc < end; ++pc) {
-      const scalar_t* src = in + pc * h * w;
+      const scalar_t* plane = in + pc * h * w;
       scalar_t* dst = out + pc * hy * wy;
       for (int64_t yy = 0; yy < hy; ++yy) {
         scalar_t* drow = dst + yy * wy;
+        for (int64_t x = 0; x < wy; ++x) acc[x] = static_cast<float>(drow[x]);
         for (int64_t a = 0; a < taps; ++a) {
           const int64_t iy = yy + a - pad0;  // index on the zero-inserted grid: even ones hold samples
           if (iy < 0 || iy >= 2 * h || (iy & 1)) continue;
-          const scalar_t* srow = src + (iy >> 1) * w;
-          const float* ka = fir.k2.data() + a * taps;
-          for (int64_t x = 0; x < wy; ++x) {
-            float v = static_cast<float>(drow[x]);
+          const scalar_t* srow = plane + (iy >> 1) * w;
+          for (int64_t j = 0; j < w; ++j) src[margin + j] = static_cast<float>(srow[j]);
+          for (int64_t px = 0; px < 2; ++px) {
             for (int64_t b = 0; b < taps; ++b) {
-              const int64_t ix = x + b - pad0;
-              if (ix < 0 || ix >= 2 * w || (ix & 1)) continue;
-              v += ka[b] * static_cast<float>(srow[ix >> 1]);
+              const int64_t off = px + b - pad0;
+              if (off & 1) continue;
+              const float k = fir.k2[a * taps + b];
+              const float* sp = src.data() + margin + off / 2;  // off is even: exact division
+              for (int64_t m = 0; 2 * m + px < wy; ++m) acc[2 * m + px] += k * sp[m];
             }
-            drow[x] = static_cast<scalar_t>(v);
           }
         }
+        for (int64_t x = 0; x < wy; ++x) drow[x] = static_cast<scalar_t>(acc[x]);
       }
     }
   });
