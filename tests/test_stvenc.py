@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 N_FRAMES = 8
 # Few optimisation steps: this test checks the wiring and the file, the closed-loop tests check accuracy.
-QUICK = ["--project-steps", "10", "--pose-steps", "10", "--attribute-steps", "5", "-q"]
+QUICK = ["--project-steps", "10", "--pose-steps", "10", "--attribute-steps", "5", "--refine-rounds", "1", "-q"]
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:

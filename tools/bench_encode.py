@@ -1,6 +1,7 @@
 """Encoder cost and closed-loop accuracy on a tiny-model clip with known parameters, in one process.
 
-    python tools/bench_encode.py [--frames 16] [--seed 0] [--inverter e4e|project] [--project-steps N] [--json]
+    python tools/bench_encode.py [--frames 16] [--seed 0] [--inverter e4e|project] [--project-steps N]
+        [--pose-steps N] [--attribute-steps N] [--refine-rounds N] [--json]
 
 1. Renders a clip from the tiny generator with known ID latent, yaw/pitch and 32 offset tracks
    (codec.encoder.synthetic), writes it losslessly, and encodes it with `stvenc`'s own function (--aligned).
@@ -34,14 +35,18 @@ from codec import zoo  # noqa: E402
 from codec.bitstream import StvReader  # noqa: E402
 from codec.decoder.render import render  # noqa: E402
 from codec.encoder.encode import EncodeSettings, encode_video  # noqa: E402
+from codec.encoder.attributes import AttributeSettings  # noqa: E402
+from codec.encoder.head_pose import PoseSettings  # noqa: E402
 from codec.encoder.invert import ProjectSettings  # noqa: E402
 from codec.encoder.losses import psnr  # noqa: E402
 from codec.encoder.pipeline import Part1Settings  # noqa: E402
+from codec.encoder.refine import RefineSettings  # noqa: E402
 from codec.encoder.sensitivity import load_channel_table  # noqa: E402
 from codec.encoder.synthetic import make_truth, render_truth  # noqa: E402
 from codec.preprocess.video import write_video  # noqa: E402
 
 FULL_RES_STAGES = ("invert", "id_select")
+LOW_RES_STAGES = ("pose", "attributes")
 
 
 def forward_cost_ratio(generator, stop_at: int, batch: int = 8, repeats: int = 7) -> float:
@@ -65,8 +70,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--inverter", choices=["e4e", "project"], default="project")
-    parser.add_argument("--project-steps", type=int, default=ProjectSettings.steps)
+    defaults = EncodeSettings()  # stvenc's own defaults
+    parser.add_argument("--inverter", choices=["e4e", "project"], default=defaults.part1.inverter)
+    parser.add_argument("--project-steps", type=int, default=defaults.part1.project.steps)
+    parser.add_argument("--pose-steps", type=int, default=defaults.part1.pose.steps)
+    parser.add_argument("--attribute-steps", type=int, default=defaults.attributes.steps)
+    parser.add_argument("--refine-rounds", type=int, default=defaults.refine.rounds,
+                        help="joint refinement rounds (0: the paper's stages alone)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     args = parser.parse_args()
 
@@ -77,7 +87,10 @@ def main() -> None:
     truth = make_truth(generator, editor, table.indices, spread, args.frames, args.seed)
     frames = render_truth(generator, editor, truth)
     settings = EncodeSettings(generator="tiny", aligned_input=True, part1=Part1Settings(
-        inverter=args.inverter, project=ProjectSettings(steps=args.project_steps)))
+        inverter=args.inverter, project=ProjectSettings(steps=args.project_steps),
+        pose=PoseSettings(steps=args.pose_steps)),
+        attributes=AttributeSettings(steps=args.attribute_steps),
+        refine=RefineSettings(rounds=args.refine_rounds))
 
     with tempfile.TemporaryDirectory() as folder:
         video, stream, work = Path(folder) / "clip.mkv", Path(folder) / "clip.stv", Path(folder) / "work"
@@ -90,7 +103,8 @@ def main() -> None:
         values = np.stack([reader[i] for i in range(len(reader))])
         from safetensors.torch import load_file
 
-        alpha_float = load_file(str(work / "attributes.safetensors"))["alpha"].numpy()
+        last_stage = "refine" if args.refine_rounds > 0 else "attributes"
+        alpha_float = load_file(str(work / f"{last_stage}.safetensors"))["alpha"].numpy()
 
     alpha, yaw, pitch = values[:, :32], values[:, 32], values[:, 33]
     ref = report.id_frame
@@ -105,7 +119,10 @@ def main() -> None:
     ratio = forward_cost_ratio(generator, settings.part1.stop_at)
     n = args.frames
     per_stage = {k: v / n for k, v in report.generator_forwards.items()}
-    equivalents = sum(v if k in FULL_RES_STAGES else v * ratio for k, v in per_stage.items())
+    refine_res = settings.refine.resolution
+    refine_ratio = 1.0 if refine_res in (None, generator.config.size) else forward_cost_ratio(generator, refine_res)
+    stage_cost = {**{k: 1.0 for k in FULL_RES_STAGES}, **{k: ratio for k in LOW_RES_STAGES}, "refine": refine_ratio}
+    equivalents = sum(v * stage_cost[k] for k, v in per_stage.items())
     psnr_quantised = resynthesis(alpha)
     psnr_float = resynthesis(alpha_float)
     figures = {
@@ -123,6 +140,9 @@ def main() -> None:
         # inverted ID latent's own style values absorb (they need not equal the true identity's), so this is
         # the motion the stream carries.
         "alpha_corr_centred": correlation(alpha - alpha.mean(0), truth.alpha - truth.alpha.mean(0)),
+        # temporal jitter: RMS of the second differences of (recovered - true) offsets, in each index's spread
+        # (the truth's tracks are smooth, so what remains is the encoder's frame-to-frame noise)
+        "alpha_jitter": float(np.sqrt(np.mean(np.diff((alpha - truth.alpha) / spread, 2, axis=0) ** 2))),
         "yaw_rmse": float(np.sqrt(np.mean((yaw - (truth.yaw - truth.yaw[ref])) ** 2))),
         "pitch_rmse": float(np.sqrt(np.mean((pitch - (truth.pitch - truth.pitch[ref])) ** 2))),
         "resynthesis_psnr_db": psnr_quantised,
@@ -136,7 +156,8 @@ def main() -> None:
           f"target <= 60)")
     print(f"yaw corr {figures['yaw_corr']:.3f} (rmse {figures['yaw_rmse']:.2f}), pitch corr "
           f"{figures['pitch_corr']:.3f} (rmse {figures['pitch_rmse']:.2f}), offsets corr {figures['alpha_corr']:.3f} "
-          f"(each channel about its mean: {figures['alpha_corr_centred']:.3f})")
+          f"(each channel about its mean: {figures['alpha_corr_centred']:.3f}), jitter {figures['alpha_jitter']:.4f} "
+          f"channel spreads")
     print(f"re-synthesis {psnr_quantised:.2f} dB; quantisation costs {figures['quantisation_cost_db']:.4f} dB")
     if args.json:
         print(json.dumps(figures))

@@ -10,7 +10,9 @@ from pathlib import Path
 import click
 
 from codec.cli.common import clean_errors, refuse_overwrite
-from codec.encoder.invert import ProjectSettings
+from codec.encoder.encode import EncodeSettings
+
+DEFAULTS = EncodeSettings()
 
 
 def _frame_range(text: str | None) -> tuple[int, int | None]:
@@ -37,12 +39,18 @@ def _frame_range(text: str | None) -> tuple[int, int | None]:
 @click.option("--frames", "frame_range", default=None, metavar="A:B", help="encode frames A (inclusive) to B")
 @click.option("--profile", type=click.Choice(["raw", "entropy"]), default="raw", show_default=True,
               help="raw: 70-byte records; entropy: delta + zstd chunks (same decoded values, fewer bytes)")
-@click.option("--inverter", type=click.Choice(["e4e", "project"]), default="project", show_default=True,
-              help="e4e: encoder only; project: encoder answer refined by LPIPS+L2 optimisation")
-@click.option("--project-steps", default=ProjectSettings.steps, show_default=True,
-              help="projector steps per frame (50: about +2.5 dB, at 1.5x the encoder's cost)")
-@click.option("--pose-steps", default=40, show_default=True, help="head-pose optimisation steps per frame")
-@click.option("--attribute-steps", default=30, show_default=True, help="Algorithm 1 steps per frame")
+@click.option("--inverter", type=click.Choice(["e4e", "project"]), default=DEFAULTS.part1.inverter,
+              show_default=True, help="e4e: encoder only; project: encoder answer refined by LPIPS+L2 optimisation")
+@click.option("--project-steps", default=DEFAULTS.part1.project.steps, show_default=True,
+              help="projector steps per frame (with --inverter project)")
+@click.option("--pose-steps", default=DEFAULTS.part1.pose.steps, show_default=True,
+              help="head-pose optimisation steps per frame (eq. 2)")
+@click.option("--attribute-steps", default=DEFAULTS.attributes.steps, show_default=True,
+              help="Algorithm 1 steps per frame")
+@click.option("--refine-rounds", default=DEFAULTS.refine.rounds, show_default=True,
+              help="joint refinement of the ID latent and every frame's 34 numbers against the frames themselves "
+                   "(ours, after the paper's stages; 0: the paper's stages alone, e.g. with --inverter project "
+                   "--pose-steps 40 --attribute-steps 30)")
 @click.option("--aligned", is_flag=True,
               help="input frames are already aligned square face crops (e.g. rendered by the generator): "
                    "skip face detection and alignment, roll 0")
@@ -52,14 +60,15 @@ def _frame_range(text: str | None) -> tuple[int, int | None]:
 @click.option("-q", "--quiet", is_flag=True, help="no progress bars")
 @clean_errors("stvenc")
 def main(video, out, generator, device, frame_range, profile, inverter, project_steps, pose_steps, attribute_steps,
-         aligned, work_dir, overwrite, quiet) -> None:
+         refine_rounds, aligned, work_dir, overwrite, quiet) -> None:
     """Encode VIDEO (mp4/mov/mkv/webm/y4m) into the .stv stream OUT."""
     import torch
 
     from codec.encoder.attributes import AttributeSettings
-    from codec.encoder.encode import EncodeSettings, encode_video
+    from codec.encoder.encode import encode_video
     from codec.encoder.head_pose import PoseSettings
     from codec.encoder.pipeline import Part1Settings
+    from codec.encoder.refine import RefineSettings
     from codec.errors import InputError
 
     logging.basicConfig(level=logging.ERROR if quiet else logging.WARNING, format="stvenc: %(message)s")
@@ -73,6 +82,7 @@ def main(video, out, generator, device, frame_range, profile, inverter, project_
         part1=Part1Settings(inverter=inverter, project=ProjectSettings(steps=project_steps),
                             pose=PoseSettings(steps=pose_steps)),
         attributes=AttributeSettings(steps=attribute_steps),
+        refine=RefineSettings(rounds=refine_rounds),
     )
     note = "stvenc " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     report = encode_video(video, out, settings, device=device, work_dir=work_dir, progress=not quiet, note=note)

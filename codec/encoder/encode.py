@@ -20,8 +20,10 @@ from codec import zoo
 from codec.bitstream import StvHeader, StvWriter, quantise
 from codec.bitstream.header import EXT_NOTE, EXT_POSE
 from codec.encoder.attributes import AttributeSettings, encode_attributes, video_learning_rates
+from codec.encoder.head_pose import PoseSettings
 from codec.encoder.losses import make_lpips, mask_rows, resize_mask
 from codec.encoder.pipeline import EncoderModels, Part1Settings, encode_part1, inversion_targets
+from codec.encoder.refine import RefineSettings, refine
 from codec.encoder.pose_directions import ESTIMATORS
 from codec.encoder.sensitivity import load_channel_table
 from codec.encoder.workdir import cached_stage, stage_key
@@ -45,8 +47,13 @@ class EncodeSettings:
     frames: tuple[int, int | None] = (0, None)
     aligned_input: bool = False  # frames are already aligned crops (e.g. the generator's own renders)
     profile: str = "raw"
-    part1: Part1Settings = field(default_factory=Part1Settings)
-    attributes: AttributeSettings = field(default_factory=AttributeSettings)
+    # With the joint refinement after them, the paper's stages only give its starting point, so they run at a
+    # fraction of the cost they need alone (e4e without projector steps, 20 pose and 10 attribute steps): measured
+    # on a 16-frame tiny clip, 46.1 dB and offsets correlation 0.959, against 45.1 dB / 0.925 after the full-cost
+    # stages (projector 20, pose 40, attributes 30) at twice the forwards.
+    part1: Part1Settings = field(default_factory=lambda: Part1Settings(inverter="e4e", pose=PoseSettings(steps=20)))
+    attributes: AttributeSettings = field(default_factory=lambda: AttributeSettings(steps=10))
+    refine: RefineSettings = field(default_factory=RefineSettings)  # rounds=0: the paper's stages alone
 
 
 @dataclass(frozen=True)
@@ -108,7 +115,24 @@ def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str =
         return {"alpha": torch.from_numpy(track.alpha)}
 
     alpha = cached_stage(work_dir, "attributes", key, run_attributes)["alpha"].numpy()
-    params = np.concatenate([alpha, part1.yaw[:, None], part1.pitch[:, None], clip.roll_deg[:, None]], axis=1)
+    key = stage_key(key, "refine", asdict(settings.refine))
+    spread = np.array([float(d.get("channel_std", 1.0)) for d in table.details] if table.details
+                      else [1.0] * len(table.indices))
+
+    def run_refinement():
+        result = refine(generator, editor, part1.id_latent.to(device), part1.yaw, part1.pitch, alpha, clip.images,
+                        table.indices, spread, settings.refine, progress)
+        forwards["refine"] = result.generator_forwards
+        return {"id_latent": result.id_latent, "yaw": torch.from_numpy(result.yaw),
+                "pitch": torch.from_numpy(result.pitch), "alpha": torch.from_numpy(result.alpha)}
+
+    if settings.refine.rounds > 0:
+        refined = cached_stage(work_dir, "refine", key, run_refinement)
+        id_latent, yaw, pitch = refined["id_latent"], refined["yaw"].numpy(), refined["pitch"].numpy()
+        alpha = refined["alpha"].numpy()
+    else:
+        id_latent, yaw, pitch = part1.id_latent, part1.yaw, part1.pitch
+    params = np.concatenate([alpha, yaw[:, None], pitch[:, None], clip.roll_deg[:, None]], axis=1)
     records, quant, saturation = quantise(params)
     if saturation.total:
         log.warning("quantisation clipped %d values (%s)", saturation.total, saturation)
@@ -120,7 +144,7 @@ def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str =
         fps_num=info.fps.numerator, fps_den=info.fps.denominator,
         generator_name=settings.generator, generator_sha256=bytes.fromhex(zoo.generator_digest(settings.generator)),
         style_indices=tuple(table.indices), quant=quant,
-        id_latent=part1.id_latent.detach().cpu().numpy().astype(np.float16),
+        id_latent=id_latent.detach().cpu().numpy().astype(np.float16),
         frame_count=len(records), extensions=tuple(extensions),
     )
     with StvWriter(out, header, profile=settings.profile) as writer:

@@ -1,0 +1,108 @@
+"""Joint refinement closed loop on the tiny model: a clip rendered from a known ID latent, pose and offset tracks;
+the encoder's part 1 (e4e inversion, ID selection, head pose) gives the start, the offsets start at zero, and the
+refinement must bring back the tracks and the pictures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from codec import zoo
+from codec.decoder.render import render
+from codec.encoder.encode import canonical_soft_masks
+from codec.encoder.losses import make_lpips, psnr
+from codec.encoder.head_pose import PoseSettings
+from codec.encoder.pipeline import EncoderModels, Part1Settings, encode_part1
+from codec.encoder.pose_directions import ESTIMATORS
+from codec.encoder.refine import RefineSettings, refine
+from codec.encoder.sensitivity import load_channel_table
+from codec.encoder.synthetic import make_truth, render_truth
+from codec.models.arcface import seeded_standin
+
+N_FRAMES = 16
+SEED = 3
+
+
+@pytest.fixture(scope="module")
+def loop():
+    generator = zoo.load_generator("tiny")
+    editor = zoo.load_pose_editor(None, "tiny")
+    table = load_channel_table(zoo.WEIGHTS_DIR / "tiny-64-channels.json")
+    spread = np.array([d["channel_std"] for d in table.details])
+    truth = make_truth(generator, editor, table.indices, spread, N_FRAMES, SEED)
+    frames = render_truth(generator, editor, truth)
+    lpips_module = make_lpips()
+    models = EncoderModels(generator, editor, lpips_module, seeded_standin(0), encoder=zoo.load_inverter("tiny"),
+                           pose_estimator=ESTIMATORS["moments"])
+    part1 = encode_part1(frames, models, canonical_soft_masks(32),
+                         Part1Settings(inverter="e4e", pose=PoseSettings(steps=20)), progress=False)
+    start = np.zeros((N_FRAMES, len(table.indices)))
+    before = _quality(generator, editor, table, part1.id_latent, part1.yaw, part1.pitch, start, frames)
+    result = refine(generator, editor, part1.id_latent, part1.yaw, part1.pitch, start, frames, table.indices, spread,
+                    RefineSettings(), progress=False)
+    after = _quality(generator, editor, table, result.id_latent.half().float(), result.yaw, result.pitch,
+                     result.alpha, frames)
+    return truth, spread, result, before, after
+
+
+def _quality(generator, editor, table, id_latent, yaw, pitch, alpha, frames) -> torch.Tensor:
+    with torch.no_grad():
+        images = render(generator, editor, id_latent.float(), table.indices, torch.tensor(alpha).float(),
+                        torch.tensor(yaw).float(), torch.tensor(pitch).float())
+    return psnr(images, frames)
+
+
+def _centred(x: np.ndarray) -> np.ndarray:
+    """Each track about its mean over the clip: the stream's offsets and pose are relative to the ID latent, which
+    carries its own frame's expression and pose as a constant."""
+    return x - x.mean(0)
+
+
+def test_offsets_are_recovered(loop):
+    """Measured on this clip: correlation 0.952 with the true offsets (each channel about its mean, in channel
+    spreads; 0.956 with 6 rounds); the paper's stages alone reach 0.31-0.44 on such clips (tools/bench_encode.py).
+    Asserted >= 0.94: the issue's 0.95 is met, but narrowly, so the bound leaves room for another platform's
+    floating-point path. 28 of the 32 channels correlate >= 0.95 alone; what is left is a few channels whose
+    change over 16 frames looks like a turn of the head, and trades off against yaw."""
+    truth, spread, result, _, _ = loop
+    got, want = _centred(result.alpha / spread), _centred(truth.alpha / spread)
+    assert np.corrcoef(got.ravel(), want.ravel())[0, 1] >= 0.94
+    per_channel = [np.corrcoef(got[:, k], want[:, k])[0, 1] for k in range(got.shape[1])]
+    assert sum(c >= 0.95 for c in per_channel) >= 26
+
+
+def test_pictures_are_recovered(loop):
+    """Re-synthesis from the float16 ID latent the stream stores: measured 45.1 dB mean, 44.4 dB worst frame; the
+    start (part 1, zero offsets) is 25.1 dB. Asserted: >= 40 dB mean (the issue's target), >= 38 dB on every
+    frame, and a gain of more than 10 dB."""
+    _, _, _, before, after = loop
+    assert float(after.mean()) >= 40.0 and float(after.min()) >= 38.0, (before, after)
+    assert float(after.mean()) > float(before.mean()) + 10.0
+
+
+def test_pose_tracks_are_recovered(loop):
+    """Measured: yaw correlation 0.9999 (centred RMSE 0.08 units over a 7.7-unit range), pitch 0.987 (0.15 units
+    over 2.8: this clip's pitch barely moves). Asserted: >= 0.98 and RMSE <= 0.3 units (the pose stage's own
+    bound)."""
+    truth, _, result, _, _ = loop
+    for got, want in ((result.yaw, truth.yaw), (result.pitch, truth.pitch)):
+        assert np.corrcoef(got, want)[0, 1] >= 0.98
+        assert np.sqrt(np.mean((_centred(got) - _centred(want)) ** 2)) <= 0.3
+
+
+def test_offsets_do_not_jitter(loop):
+    """Jitter: RMS of the second differences of (recovered - true) offsets, in channel spreads. The truth is smooth
+    (periods of 1-4 s), so this is the encoder's own frame-to-frame noise. Measured 0.016 (the paper's stages alone:
+    0.05-0.18 on such clips). Bounded at 0.05: 4 % of the tracks' 1.2-spread amplitude, about three quantisation
+    steps (2^-6 StyleSpace units, about 0.017 spreads)."""
+    truth, spread, result, _, _ = loop
+    jitter = np.sqrt(np.mean(np.diff((result.alpha - truth.alpha) / spread, 2, axis=0) ** 2))
+    assert jitter <= 0.05
+
+
+def test_refinement_never_makes_it_worse(loop):
+    """Every half-round of the history is at or below the one before (steps are only kept when they help; L-BFGS
+    with a Wolfe line search only accepts decreases)."""
+    _, _, result, _, _ = loop
+    assert np.all(np.diff(result.loss) <= 1e-9), result.loss
