@@ -83,3 +83,45 @@ def test_gaze_channels_hold_still_on_a_blink(loop):
     gaze = np.array(table.regions) == "pupils"
     assert np.allclose(track.alpha[BLINK_FRAME, gaze], track.alpha[BLINK_FRAME - 1, gaze], atol=1e-6)
     assert not np.allclose(track.alpha[BLINK_FRAME, ~gaze], track.alpha[BLINK_FRAME - 1, ~gaze])
+
+
+def test_face_terms_of_eq9():
+    """L_ID and L_FP (eq. 9) with seeded stand-ins of ArcFace and BiSeNet: zero for the reference itself, positive
+    for another picture, differentiable, and wired into Algorithm 1 (the offsets change when they are on)."""
+    from codec.encoder.attributes import FaceNetworks, face_losses
+    from codec.models import arcface, bisenet
+
+    networks = FaceNetworks(identity=arcface.seeded_standin(0), parsing=bisenet.seeded_standin(0))
+    generator = synthetic_clip().generator
+    with torch.no_grad():
+        images = generator(generator.latent_avg.reshape(1, 1, -1).expand(2, generator.n_latent, -1)
+                           + torch.randn(2, generator.n_latent, generator.config.style_dim,
+                                         generator=torch.Generator().manual_seed(0)), stop_at=STOP_AT)
+        reference = networks.identity.identity_embedding(images[:1])
+    with torch.no_grad():
+        same = face_losses(images[:1], images[:1], reference, networks, AttributeSettings())
+    assert set(same) == {"identity", "parsing"}
+    assert abs(float(same["identity"])) < 1e-5 and float(same["parsing"]) == 0.0
+    moving = images[1:].clone().requires_grad_(True)
+    other = face_losses(moving, images[:1], reference, networks, AttributeSettings())
+    assert float(other["identity"]) > 1e-4 and float(other["parsing"]) > 1e-4
+    sum(other.values()).backward()
+    assert moving.grad is not None and float(moving.grad.abs().sum()) > 0
+
+
+def test_face_terms_move_the_offsets(loop):
+    from codec.encoder.attributes import FaceNetworks
+    from codec.models import arcface, bisenet
+
+    clip, table, alpha_true, eta, track = loop
+    networks = FaceNetworks(identity=arcface.seeded_standin(0), parsing=bisenet.seeded_standin(0))
+    zeros = torch.zeros(2)
+    with torch.no_grad():
+        targets = render(clip.generator, clip.editor, clip.id_latent, table.indices, alpha_true[:2], zeros, zeros,
+                         stop_at=STOP_AT)
+        pose_latents = clip.editor.edit(clip.id_latent.expand(2, -1, -1), zeros, zeros)
+    settings = AttributeSettings(steps=3, identity_weight=10.0, parsing_weight=10.0)
+    runs = [encode_attributes(clip.generator, pose_latents, targets, table.indices, table.regions, masks_at(STOP_AT),
+                              make_lpips(), STOP_AT, eta, settings=settings, progress=False, networks=n)
+            for n in (FaceNetworks(), networks)]
+    assert not np.allclose(runs[0].alpha, runs[1].alpha)

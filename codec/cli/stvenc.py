@@ -67,6 +67,7 @@ def main(video, out, generator, device, frame_range, profile, inverter, project_
     from codec.encoder.attributes import AttributeSettings
     from codec.encoder.encode import encode_video
     from codec.encoder.head_pose import PoseSettings
+    from codec.encoder.invert import ProjectSettings
     from codec.encoder.pipeline import Part1Settings
     from codec.encoder.refine import RefineSettings
     from codec.errors import InputError

@@ -9,8 +9,11 @@ Per frame t, in order (frames depend on their predecessor):
   once per video on the ID latent (channels that move the picture a lot take smaller steps).
 - Losses per region (eqs. 10-12): mouth+jaw and eyes+brows: LPIPS + L2 + inter-frame; pupils: L2 + inter-frame
   L2. The inter-frame term asks the rendered change from t-1 to t to equal the target's change, which is what
-  keeps the offsets from jittering between equally good solutions. The identity and face-parsing terms of eq. 9
-  are not implemented yet (they need the official ArcFace and BiSeNet weights to mean anything).
+  keeps the offsets from jittering between equally good solutions.
+- The whole-face terms of eq. 9, when their networks are given (stvenc passes the official ArcFace and BiSeNet
+  when they are installed; seeded stand-ins would only add noise): L_ID = 1 - cos(ArcFace(hat S_t),
+  ArcFace(hat S_1)), identity held to the first rendered frame (Algorithm 1 lists hat S_1 among its inputs for
+  this), and L_FP = the L1 distance of the BiSeNet class probabilities of hat S_t and S_t.
 - "Optimisation is done in parallel for all the attributes": with `region_gradients`, each region's loss moves
   only its own channels (a mouth channel is never used to repair an eye). That needs well-localised channels;
   the default follows the total loss, which measured better on the tiny model (see AttributeSettings).
@@ -34,6 +37,8 @@ from codec.models.stylespace import apply_offsets
 # Regions whose loss includes LPIPS (eqs. 10-11); the pupils use pixel terms only (eq. 12).
 LPIPS_REGIONS = ("mouth_jaw", "eyes_brows")
 GAZE_REGION = "pupils"
+# BiSeNet's trunk divides by 32; below 64 pixels its deepest features are a single pixel.
+PARSING_MIN_SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,9 @@ class AttributeSettings:
     # True: each region's loss moves only its own channels (the paper's "in parallel for all the attributes");
     # False: every channel follows the total loss (for generators whose channels are not well localised).
     region_gradients: bool = False
+    # eq. 9's whole-face terms, used when their networks are given to encode_attributes
+    identity_weight: float = 1.0
+    parsing_weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,30 @@ class _Previous:
     styles_at_indices: torch.Tensor | None = None  # s_{t-1}[V] + alpha_{t-1}, [K]
     target: torch.Tensor | None = None  # S_{t-1}
     render: torch.Tensor | None = None  # hat S_{t-1}
+
+
+@dataclass(frozen=True)
+class FaceNetworks:
+    """The networks of eq. 9's whole-face terms; either may be None (that term is then left out)."""
+    identity: torch.nn.Module | None = None  # ArcFace-shaped: identity_embedding(images) -> unit vectors
+    parsing: torch.nn.Module | None = None  # BiSeNet (codec.models.bisenet)
+
+
+def face_losses(render: torch.Tensor, target: torch.Tensor, identity_reference: torch.Tensor | None,
+                networks: FaceNetworks, settings: AttributeSettings) -> dict[str, torch.Tensor]:
+    """eq. 9's L_ID and L_FP for one frame (scalars), for the networks that are there. identity_reference: the
+    unit identity embedding [1, D] the render must keep (that of hat S_1)."""
+    out = {}
+    if networks.identity is not None and identity_reference is not None:
+        embedding = networks.identity.identity_embedding(render)
+        out["identity"] = settings.identity_weight * (1 - (embedding * identity_reference).sum(1)).sum()
+    if networks.parsing is not None:
+        from codec.models.bisenet import face_parsing_loss
+
+        # parsed at the comparison's own resolution (the early exit), not the net's 512: it runs every step
+        size = max(render.shape[-1], PARSING_MIN_SIZE)
+        out["parsing"] = settings.parsing_weight * face_parsing_loss(networks.parsing, render, target, size=size).sum()
+    return out
 
 
 def video_learning_rates(
@@ -100,9 +132,11 @@ def encode_attributes(
     blink: np.ndarray | None = None,
     settings: AttributeSettings = AttributeSettings(),
     progress: bool = True,
+    networks: FaceNetworks = FaceNetworks(),
 ) -> AttributeTrack:
     """pose_latents [N, n_latent, dim] (LH_t); targets [N, 3, r, r] (S_t at r = stop_at); masks: region name ->
-    [1 or N, 1, r, r]; regions[k] names index k's region; eta [K] from `video_learning_rates`."""
+    [1 or N, 1, r, r]; regions[k] names index k's region; eta [K] from `video_learning_rates`; networks: eq. 9's
+    whole-face terms (none by default)."""
     n_frames, k_count = targets.shape[0], len(style_indices)
     region_of = np.asarray(regions)
     device = targets.device
@@ -110,6 +144,7 @@ def encode_attributes(
     lr = torch.as_tensor(eta, dtype=torch.float32, device=device) * settings.learning_rate
     alpha_out, loss_out = np.zeros((n_frames, k_count)), np.zeros(n_frames)
     previous = _Previous()
+    identity_reference = None
     forwards = 0
     for t in tqdm(range(n_frames), desc="attributes", unit="frame", disable=not progress):
         frame_masks = {f: mask_rows(m, t, t + 1).to(device) for f, m in masks.items()}
@@ -121,10 +156,16 @@ def encode_attributes(
         frozen = torch.zeros(k_count, dtype=torch.bool, device=device)
         if blink is not None and bool(blink[t]):
             frozen |= member[GAZE_REGION]
+        if identity_reference is None and networks.identity is not None:  # hat S_1 is not rendered yet: S_1
+            with torch.no_grad():
+                identity_reference = networks.identity.identity_embedding(targets[t : t + 1])
         alpha, loss, render = _optimise_frame(
             generator, styles, style_indices, start, frozen, lr, targets[t : t + 1], previous, frame_masks, member,
-            lpips_module, stop_at, settings,
+            lpips_module, stop_at, settings, networks, identity_reference,
         )
+        if t == 0 and networks.identity is not None:
+            with torch.no_grad():
+                identity_reference = networks.identity.identity_embedding(render)
         forwards += settings.steps + 1
         alpha_out[t], loss_out[t] = alpha.cpu().numpy(), loss
         previous = _Previous(base + alpha, targets[t : t + 1], render)
@@ -164,14 +205,18 @@ def _gradient(losses: dict[str, torch.Tensor], alpha: torch.Tensor, member: dict
         return g[0]
     grad = torch.zeros(alpha.shape[1], dtype=alpha.dtype, device=alpha.device)
     regions = [f for f in REGIONS if bool(member[f].any())]
+    whole_face = [v for k, v in losses.items() if k not in REGIONS]
     for i, region in enumerate(regions):
-        (g,) = torch.autograd.grad(losses[region], alpha, retain_graph=i < len(regions) - 1)
+        (g,) = torch.autograd.grad(losses[region], alpha, retain_graph=bool(whole_face) or i < len(regions) - 1)
         grad = torch.where(member[region], g[0], grad)
+    if whole_face:  # identity and parsing concern the whole face: every channel follows them
+        (g,) = torch.autograd.grad(sum(whole_face), alpha)
+        grad = grad + g[0]
     return grad
 
 
 def _optimise_frame(generator, styles, style_indices, start, frozen, lr, target, previous, masks, member,
-                    lpips_module, stop_at, settings: AttributeSettings):
+                    lpips_module, stop_at, settings: AttributeSettings, networks: FaceNetworks, identity_reference):
     alpha = start.clone().unsqueeze(0).requires_grad_(True)
     # Adam's moments per index, kept by hand so that each index has its own learning rate (eq. 8) and each
     # region its own gradient.
@@ -181,6 +226,7 @@ def _optimise_frame(generator, styles, style_indices, start, frozen, lr, target,
     for step in range(settings.steps + 1):
         render = generator.synthesize(apply_offsets(styles, style_indices, alpha), stop_at=stop_at)
         losses = region_losses(render, target, previous, masks, lpips_module, settings)
+        losses.update(face_losses(render, target, identity_reference, networks, settings))
         total = float(sum(v.detach() for v in losses.values()))
         if total < best[0]:
             best = (total, alpha.detach()[0].clone(), render.detach())

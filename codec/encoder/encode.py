@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from codec import zoo
 from codec.bitstream import StvHeader, StvWriter, quantise
 from codec.bitstream.header import EXT_NOTE, EXT_POSE
-from codec.encoder.attributes import AttributeSettings, encode_attributes, video_learning_rates
+from codec.encoder.attributes import AttributeSettings, FaceNetworks, encode_attributes, video_learning_rates
 from codec.encoder.head_pose import PoseSettings
 from codec.encoder.losses import make_lpips, mask_rows, resize_mask
 from codec.encoder.pipeline import EncoderModels, Part1Settings, encode_part1, inversion_targets
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 # (pupils) keep a soft weight instead of vanishing.
 MASK_DRAW_SIZE = 256
 # The channel table shipped for each generator.
+# eq. 9's whole-face networks (model registry names), used by attribute encoding when installed
+FACE_NETWORKS = ("arcface_ir_se50", "bisenet_face_parsing")
 CHANNEL_TABLES = {"tiny": "tiny-64-channels.json", "stylegan2-ffhq-config-f": "ffhq-1024-channels.json"}
 
 
@@ -97,7 +99,9 @@ def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str =
 
     table = load_channel_table(zoo.WEIGHTS_DIR / CHANNEL_TABLES[settings.generator])
     table.check_layout(generator.layout)
-    key = stage_key(part1.key, "attributes", {"settings": asdict(settings.attributes), "table": table.indices})
+    networks_installed = {name: zoo.location(name).is_file() for name in FACE_NETWORKS}
+    key = stage_key(part1.key, "attributes", {"settings": asdict(settings.attributes), "table": table.indices,
+                                              "networks": networks_installed})
     forwards = dict(part1.generator_forwards)
 
     def run_attributes():
@@ -110,7 +114,8 @@ def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str =
         id_masks = {k: mask_rows(m, part1.id_frame, part1.id_frame + 1) for k, m in clip.masks.items()}
         eta = video_learning_rates(generator, part1.id_latent.to(device), table, id_masks, lpips_module, stop_at)
         track = encode_attributes(generator, pose_latents, targets, table.indices, table.regions, clip.masks,
-                                  lpips_module, stop_at, eta, clip.blink, settings.attributes, progress)
+                                  lpips_module, stop_at, eta, clip.blink, settings.attributes, progress,
+                                  _face_networks(device))
         forwards["attributes"] = track.generator_forwards + len(yaw)
         return {"alpha": torch.from_numpy(track.alpha)}
 
@@ -200,6 +205,23 @@ def _identity_network(device: str):
         log.warning("ArcFace weights not installed: ID selection uses a seeded stand-in network "
                     "(`stv-weights fetch arcface_ir_se50` for the real metric)")
         return seeded_standin(0).to(device)
+
+
+def _face_networks(device: str) -> FaceNetworks:
+    """eq. 9's identity and face-parsing networks, each only when its official weights are installed: a seeded
+    stand-in would pull the offsets towards noise."""
+    from codec.models.arcface import load_arcface
+    from codec.models.bisenet import load_bisenet
+
+    loaded = {}
+    for name, load in (("arcface_ir_se50", load_arcface), ("bisenet_face_parsing", load_bisenet)):
+        try:
+            loaded[name] = load(zoo.path(name)).to(device).eval()
+        except ModelError:
+            loaded[name] = None
+    if not any(v is not None for v in loaded.values()):
+        log.info("identity and face-parsing terms of eq. 9 off: their official weights are not installed")
+    return FaceNetworks(identity=loaded["arcface_ir_se50"], parsing=loaded["bisenet_face_parsing"])
 
 
 def _inverter(settings: EncodeSettings, device: str):
