@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from codec import zoo
 from codec.decoder.render import render
@@ -106,3 +107,55 @@ def test_refinement_never_makes_it_worse(loop):
     with a Wolfe line search only accepts decreases)."""
     _, _, result, _, _ = loop
     assert np.all(np.diff(result.loss) <= 1e-9), result.loss
+
+
+@pytest.fixture(scope="module")
+def stream(tmp_path_factory):
+    """The whole encoder (stvenc's function and defaults) on a 16-frame clip written losslessly, read back from the
+    .stv: what a decoder gets, quantisation and the float16 ID latent included."""
+    from fractions import Fraction
+
+    from codec.bitstream import StvReader
+    from codec.encoder.encode import EncodeSettings, encode_video
+    from codec.preprocess.video import write_video
+
+    folder = tmp_path_factory.mktemp("e2e")
+    generator = zoo.load_generator("tiny")
+    editor = zoo.load_pose_editor(None, "tiny")
+    table = load_channel_table(zoo.WEIGHTS_DIR / "tiny-64-channels.json")
+    spread = np.array([d["channel_std"] for d in table.details])
+    truth = make_truth(generator, editor, table.indices, spread, 16, 0)
+    frames = render_truth(generator, editor, truth)
+    pixels = ((frames.clamp(-1, 1) + 1) * 127.5).round().byte()
+    write_video(folder / "clip.mkv", iter(pixels.permute(0, 2, 3, 1).numpy()), Fraction(25), lossless=True)
+    encode_video(folder / "clip.mkv", folder / "clip.stv", EncodeSettings(aligned_input=True),
+                 work_dir=folder / "work", progress=False)
+    reader = StvReader(folder / "clip.stv")
+    values = np.stack([reader[i] for i in range(len(reader))])
+    id_latent = torch.from_numpy(reader.header.id_latent.astype(np.float32))
+    originals = pixels.float() / 127.5 - 1
+    decoded = _quality(generator, editor, table, id_latent, values[:, 32], values[:, 33], values[:, :32], originals)
+    unquantised = load_file(str(folder / "work" / "refine.safetensors"))
+    exact = _quality(generator, editor, table, id_latent, unquantised["yaw"].numpy(), unquantised["pitch"].numpy(),
+                     unquantised["alpha"].numpy(), originals)
+    return truth, spread, values, decoded, exact
+
+
+def test_end_to_end_closed_loop(stream):
+    """stvenc's defaults, through the bitstream. Measured: 44.8 dB against the clip's (8-bit) frames, offsets
+    correlation 0.951 about each channel's mean (tools/bench_encode.py runs this same clip). Asserted: >= 40 dB
+    mean (the issue's target), >= 0.93 correlation (the 0.95 target is met only narrowly on this clip; the
+    refinement test above bounds the same quantity from a controlled start), yaw and pitch >= 0.98."""
+    truth, spread, values, decoded, _ = stream
+    assert float(decoded.mean()) >= 40.0, decoded
+    got, want = _centred(values[:, :32] / spread), _centred(truth.alpha / spread)
+    assert np.corrcoef(got.ravel(), want.ravel())[0, 1] >= 0.93
+    assert np.corrcoef(values[:, 32], truth.yaw)[0, 1] >= 0.98
+    assert np.corrcoef(values[:, 33], truth.pitch)[0, 1] >= 0.98
+
+
+def test_quantisation_costs_little(stream):
+    """The 35 int16 values per frame against the floats they quantise (same float16 ID latent): measured 0.0006 dB
+    (tools/bench_encode.py); asserted < 0.05 dB, the issue's bound."""
+    _, _, _, decoded, exact = stream
+    assert float(exact.mean()) - float(decoded.mean()) < 0.05

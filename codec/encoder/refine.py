@@ -12,10 +12,12 @@ parameter all frames share, so it is fitted best by all frames together, through
 
 The problem has the shape of bundle adjustment (a shared structure, small per-frame parameters), and is solved
 the same way, in rounds that alternate:
-- per frame, Levenberg-Marquardt on its 34 numbers with L_ID held: the Jacobian (34 columns) is measured once per
-  round by finite differences in one batch, then reused for `chord_iterations` cheap updates (a chord method:
-  each costs one render, and a step that does not lower the frame's loss is shrunk, so none makes it worse);
-- L-BFGS on L_ID with the frames' parameters held (one forward and backward over all frames per evaluation).
+- per frame, Levenberg-Marquardt on its 34 numbers with L_ID held: Jacobians (34 columns) are measured by finite
+  differences, all perturbations of a frame in one batch, one Jacobian shared by `jacobian_stride` neighbouring
+  frames, and each serves `chord_iterations` cheap updates (a chord method: an update costs one render, and a step
+  that does not lower the frame's own error is shrunk, so none makes it worse);
+- L-BFGS on L_ID with the frames' parameters held, on `latent_frames` frames spread over the clip (the result is
+  kept only if the whole clip's error falls).
 With the true L_ID the per-frame problem is well conditioned (tiny model: Jacobian condition number about 11) and
 converges to the exact offsets in three Gauss-Newton steps; the rounds bring L_ID to where that holds.
 The loss is pixel L2 (the paper's L_L2 term, and what PSNR measures), which is what makes Gauss-Newton apply.
