@@ -37,7 +37,7 @@ def loop():
     models = EncoderModels(generator, editor, lpips_module, seeded_standin(0), encoder=zoo.load_inverter("tiny"),
                            pose_estimator=ESTIMATORS["moments"])
     part1 = encode_part1(frames, models, canonical_soft_masks(32),
-                         Part1Settings(inverter="e4e", pose=PoseSettings(steps=20)), progress=False)
+                         Part1Settings(inverter="e4e", pose=PoseSettings(steps=15)), progress=False)
     start = np.zeros((N_FRAMES, len(table.indices)))
     before = _quality(generator, editor, table, part1.id_latent, part1.yaw, part1.pitch, start, frames)
     result = refine(generator, editor, part1.id_latent, part1.yaw, part1.pitch, start, frames, table.indices, spread,
@@ -61,20 +61,19 @@ def _centred(x: np.ndarray) -> np.ndarray:
 
 
 def test_offsets_are_recovered(loop):
-    """Measured on this clip: correlation 0.952 with the true offsets (each channel about its mean, in channel
-    spreads; 0.956 with 6 rounds); the paper's stages alone reach 0.31-0.44 on such clips (tools/bench_encode.py).
-    Asserted >= 0.94: the issue's 0.95 is met, but narrowly, so the bound leaves room for another platform's
-    floating-point path. 28 of the 32 channels correlate >= 0.95 alone; what is left is a few channels whose
-    change over 16 frames looks like a turn of the head, and trades off against yaw."""
+    """Measured on this clip: correlation 0.970 with the true offsets (each channel about its mean, in channel
+    spreads); the paper's stages alone reach 0.31-0.44 on such clips (tools/bench_encode.py). Asserted >= 0.95, the
+    issue's target. 27 of the 32 channels correlate >= 0.95 alone; what is left is a few channels whose change over
+    16 frames looks like a turn of the head, and trades off against yaw (asserted: at least 25)."""
     truth, spread, result, _, _ = loop
     got, want = _centred(result.alpha / spread), _centred(truth.alpha / spread)
-    assert np.corrcoef(got.ravel(), want.ravel())[0, 1] >= 0.94
+    assert np.corrcoef(got.ravel(), want.ravel())[0, 1] >= 0.95
     per_channel = [np.corrcoef(got[:, k], want[:, k])[0, 1] for k in range(got.shape[1])]
-    assert sum(c >= 0.95 for c in per_channel) >= 26
+    assert sum(c >= 0.95 for c in per_channel) >= 25
 
 
 def test_pictures_are_recovered(loop):
-    """Re-synthesis from the float16 ID latent the stream stores: measured 45.1 dB mean, 44.4 dB worst frame; the
+    """Re-synthesis from the float16 ID latent the stream stores: measured 47.6 dB mean, 47.0 dB worst frame; the
     start (part 1, zero offsets) is 25.1 dB. Asserted: >= 40 dB mean (the issue's target), >= 38 dB on every
     frame, and a gain of more than 10 dB."""
     _, _, _, before, after = loop
@@ -83,7 +82,7 @@ def test_pictures_are_recovered(loop):
 
 
 def test_pose_tracks_are_recovered(loop):
-    """Measured: yaw correlation 0.9999 (centred RMSE 0.08 units over a 7.7-unit range), pitch 0.987 (0.15 units
+    """Measured: yaw correlation 0.99999 (centred RMSE 0.09 units over a 7.7-unit range), pitch 0.998 (0.07 units
     over 2.8: this clip's pitch barely moves). Asserted: >= 0.98 and RMSE <= 0.3 units (the pose stage's own
     bound)."""
     truth, _, result, _, _ = loop
@@ -94,7 +93,7 @@ def test_pose_tracks_are_recovered(loop):
 
 def test_offsets_do_not_jitter(loop):
     """Jitter: RMS of the second differences of (recovered - true) offsets, in channel spreads. The truth is smooth
-    (periods of 1-4 s), so this is the encoder's own frame-to-frame noise. Measured 0.016 (the paper's stages alone:
+    (periods of 1-4 s), so this is the encoder's own frame-to-frame noise. Measured 0.012 (the paper's stages alone:
     0.05-0.18 on such clips). Bounded at 0.05: 4 % of the tracks' 1.2-spread amplitude, about three quantisation
     steps (2^-6 StyleSpace units, about 0.017 spreads)."""
     truth, spread, result, _, _ = loop
@@ -142,20 +141,19 @@ def stream(tmp_path_factory):
 
 
 def test_end_to_end_closed_loop(stream):
-    """stvenc's defaults, through the bitstream. Measured: 44.8 dB against the clip's (8-bit) frames, offsets
-    correlation 0.951 about each channel's mean (tools/bench_encode.py runs this same clip). Asserted: >= 40 dB
-    mean (the issue's target), >= 0.93 correlation (the 0.95 target is met only narrowly on this clip; the
-    refinement test above bounds the same quantity from a controlled start), yaw and pitch >= 0.98."""
+    """stvenc's defaults, through the bitstream. Measured: 46.3 dB against the clip's (8-bit) frames, offsets
+    correlation 0.962 about each channel's mean, yaw 0.9999, pitch 0.999 (tools/bench_encode.py runs this same
+    clip). Asserted: the issue's targets, >= 40 dB mean and >= 0.95 correlation; yaw and pitch >= 0.98."""
     truth, spread, values, decoded, _ = stream
     assert float(decoded.mean()) >= 40.0, decoded
     got, want = _centred(values[:, :32] / spread), _centred(truth.alpha / spread)
-    assert np.corrcoef(got.ravel(), want.ravel())[0, 1] >= 0.93
+    assert np.corrcoef(got.ravel(), want.ravel())[0, 1] >= 0.95
     assert np.corrcoef(values[:, 32], truth.yaw)[0, 1] >= 0.98
     assert np.corrcoef(values[:, 33], truth.pitch)[0, 1] >= 0.98
 
 
 def test_quantisation_costs_little(stream):
-    """The 35 int16 values per frame against the floats they quantise (same float16 ID latent): measured 0.0006 dB
+    """The 35 int16 values per frame against the floats they quantise (same float16 ID latent): measured 0.006 dB
     (tools/bench_encode.py); asserted < 0.05 dB, the issue's bound."""
     _, _, _, decoded, exact = stream
     assert float(exact.mean()) - float(decoded.mean()) < 0.05

@@ -119,8 +119,8 @@ def main() -> None:
     ratio = forward_cost_ratio(generator, settings.part1.stop_at)
     n = args.frames
     per_stage = {k: v / n for k, v in report.generator_forwards.items()}
-    refine_res = settings.refine.resolution
-    refine_ratio = 1.0 if refine_res in (None, generator.config.size) else forward_cost_ratio(generator, refine_res)
+    refine_res = min(settings.refine.resolution or generator.config.size, generator.config.size)
+    refine_ratio = 1.0 if refine_res == generator.config.size else forward_cost_ratio(generator, refine_res)
     stage_cost = {**{k: 1.0 for k in FULL_RES_STAGES}, **{k: ratio for k in LOW_RES_STAGES}, "refine": refine_ratio}
     equivalents = sum(v * stage_cost[k] for k, v in per_stage.items())
     psnr_quantised = resynthesis(alpha)

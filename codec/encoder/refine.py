@@ -39,10 +39,10 @@ from codec.models.stylespace import apply_offsets
 
 @dataclass(frozen=True)
 class RefineSettings:
-    # Defaults measured on a 16-frame tiny-model clip started from e4e + 20 pose steps + 10 attribute steps
-    # (tools/bench_encode.py): 4 rounds reach 46.1 dB and offsets correlation 0.959 for 64 forwards per frame;
-    # 3 rounds 44.6 dB / 0.946 for 50.
-    rounds: int = 4  # 0: no refinement (the paper's stages alone)
+    # Defaults measured on a 16-frame tiny-model clip started from e4e + 15 pose steps + 5 attribute steps
+    # (tools/bench_encode.py): 3 rounds reach 46.3 dB and offsets correlation 0.962 for 43 forwards per frame;
+    # 4 rounds (with 20 + 10 stage steps) 47.6 dB / 0.972 for 55.
+    rounds: int = 3  # 0: no refinement (the paper's stages alone)
     chord_iterations: int = 2  # LM updates per frame and pass, on the measured Jacobians
     latent_evaluations: int = 20  # L-BFGS function evaluations on L_ID per round
     # L_ID is shared: a few frames spread over the clip fix it about as well as all of them, at a cost that does
@@ -55,9 +55,14 @@ class RefineSettings:
     fresh_jacobians: bool = True  # measure the Jacobians again on every pass (else once, on the first)
     final_frame_pass: bool = True  # one more per-frame pass after the last L_ID update
     batch_frames: int = 8
-    resolution: int | None = None  # early-exit size of the comparison; None: the generator's full size
+    # Size of the comparison: the generator's early exit at min(resolution, its size); None: always full size.
+    # 256 keeps config-f's Jacobian batches (35 renders) within a GPU's memory; the tiny model runs at its 64.
+    resolution: int | None = 256
     difference_step: float = 1e-2  # finite-difference step (pose units; alpha in units of each index's spread)
     damping: float = 1e-3  # Levenberg-Marquardt lambda, relative to the diagonal of J^T J
+    # Largest change of any one number per update (pose units, index spreads): a channel the comparison barely sees
+    # (e.g. a layer past the early exit) has a near-zero Jacobian column, and its least-squares step would be huge.
+    max_step: float = 1.0
     # Pull of L_ID towards its start. Measured: 1e-4 held the clip at 40 dB (the pull outweighs a 1e-4 mean
     # squared error), 0 and 1e-7 both reached 43 dB; a trace keeps L_ID from drifting where no frame constrains it.
     anchor_weight: float = 1e-7
@@ -83,6 +88,9 @@ class _Problem:
 
     def render(self, latent: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """params [B, 2 + K]: yaw, pitch, alpha in units of each index's spread."""
+        if params.shape[0] > self.batch and not torch.is_grad_enabled():  # bounded memory (Jacobian batches)
+            return torch.cat([self.render(latent, params[lo : lo + self.batch])
+                              for lo in range(0, params.shape[0], self.batch)])
         self.forwards += params.shape[0]
         edited = self.editor.edit(latent.unsqueeze(0).expand(params.shape[0], -1, -1), params[:, 0], params[:, 1])
         styles = apply_offsets(self.generator.styles(edited), self.style_indices, params[:, 2:] * self.spread)
@@ -114,7 +122,7 @@ def refine(
     """id_latent [n_latent, dim]; yaw, pitch [N]; alpha [N, K]; frames [N, 3, R, R] in [-1, 1] (area-resized to
     the comparison's resolution); channel_spread [K] (each index's typical spread, the unit of its step)."""
     device = frames.device
-    size = settings.resolution or generator.config.size
+    size = min(settings.resolution or generator.config.size, generator.config.size)
     targets = frames if frames.shape[-1] == size else F.interpolate(frames, size=(size, size), mode="area")
     spread = torch.as_tensor(channel_spread, dtype=torch.float32, device=device)
     problem = _Problem(generator, editor, style_indices, spread, targets,
@@ -178,6 +186,8 @@ def _frame_pass(problem: _Problem, latent, params, errors, solvers, settings: Re
                     for i, (jacobian, factor) in enumerate(solvers[int(t) // settings.jacobian_stride]
                                                            for t in rows)
                 ])
+                largest = steps.abs().amax(1, keepdim=True)
+                steps = steps * (settings.max_step / largest.clamp_min(settings.max_step))
                 pending = torch.ones(len(rows), dtype=torch.bool, device=params.device)
                 for scale in (1.0, 0.5, 0.25):  # a step from a stale Jacobian may overshoot: shrink it
                     trial = params[rows[pending]] + scale * steps[pending]
