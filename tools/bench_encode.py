@@ -83,7 +83,7 @@ def main() -> None:
     generator = zoo.load_generator("tiny")
     editor = zoo.load_pose_editor(None, "tiny")
     table = load_channel_table(zoo.WEIGHTS_DIR / "tiny-64-channels.json")
-    spread = np.array([d.get("channel_std", 1.0) for d in table.details])
+    spread = table.channel_spread()
     truth = make_truth(generator, editor, table.indices, spread, args.frames, args.seed)
     frames = render_truth(generator, editor, truth)
     settings = EncodeSettings(generator="tiny", aligned_input=True, part1=Part1Settings(

@@ -40,7 +40,7 @@ def main(out: Path, truth_path: Path, seed: int, n_frames: int, fps: int, overwr
     generator = zoo.load_generator("tiny")
     editor = zoo.load_pose_editor(None, "tiny")
     table = load_channel_table(zoo.WEIGHTS_DIR / "tiny-64-channels.json")
-    spread = np.array([d.get("channel_std", 1.0) for d in table.details])
+    spread = table.channel_spread()
     truth = make_truth(generator, editor, table.indices, spread, n_frames, seed)
     frames = render_truth(generator, editor, truth)
     pixels = ((frames.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()

@@ -81,10 +81,27 @@ class FaceNetworks:
     parsing: torch.nn.Module | None = None  # BiSeNet (codec.models.bisenet)
 
 
+def _parsing_size(images: torch.Tensor) -> int:
+    # parsed at the comparison's own resolution (the early exit), not the net's 512: it runs every step
+    return max(images.shape[-1], PARSING_MIN_SIZE)
+
+
+def parse_target(networks: FaceNetworks, target: torch.Tensor) -> torch.Tensor | None:
+    """The target's face-parsing class probabilities for L_FP (None without a parsing network)."""
+    if networks.parsing is None:
+        return None
+    from codec.models.bisenet import parse
+
+    with torch.no_grad():
+        return parse(networks.parsing, target, _parsing_size(target))
+
+
 def face_losses(render: torch.Tensor, target: torch.Tensor, identity_reference: torch.Tensor | None,
-                networks: FaceNetworks, settings: AttributeSettings) -> dict[str, torch.Tensor]:
+                networks: FaceNetworks, settings: AttributeSettings,
+                target_parsed: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """eq. 9's L_ID and L_FP for one frame (scalars), for the networks that are there. identity_reference: the
-    unit identity embedding [1, D] the render must keep (that of hat S_1)."""
+    unit identity embedding [1, D] the render must keep (that of hat S_1); target_parsed: the target's class
+    probabilities from `parse_target` (parsed once for all the frame's steps; parsed here when None)."""
     out = {}
     if networks.identity is not None and identity_reference is not None:
         embedding = networks.identity.identity_embedding(render)
@@ -92,9 +109,11 @@ def face_losses(render: torch.Tensor, target: torch.Tensor, identity_reference: 
     if networks.parsing is not None:
         from codec.models.bisenet import face_parsing_loss
 
-        # parsed at the comparison's own resolution (the early exit), not the net's 512: it runs every step
-        size = max(render.shape[-1], PARSING_MIN_SIZE)
-        out["parsing"] = settings.parsing_weight * face_parsing_loss(networks.parsing, render, target, size=size).sum()
+        if target_parsed is None:
+            target_parsed = parse_target(networks, target)
+        loss = face_parsing_loss(networks.parsing, render, target_parsed, size=_parsing_size(render),
+                                 targets_parsed=True)
+        out["parsing"] = settings.parsing_weight * loss.sum()
     return out
 
 
@@ -110,8 +129,7 @@ def video_learning_rates(
     """eq. 8's eta for this video: Gamma_{f,i} (eq. 5) of each table index on its own region, measured on the
     video's ID latent (sensitivities differ between people, paper §3.4), with offsets in units of each channel's
     spread as the table records it."""
-    spread = torch.tensor([float(d.get("channel_std", 1.0)) for d in table.details] if table.details
-                          else [1.0] * len(table.indices), dtype=torch.float64)
+    spread = torch.from_numpy(table.channel_spread())
     offsets = spread[:, None] * torch.tensor(steps_in_std, dtype=torch.float64)[None]
     with torch.no_grad():
         gammas = perturbation_gammas(generator, lpips_module, id_latent[None], table.indices, offsets,
@@ -218,6 +236,7 @@ def _gradient(losses: dict[str, torch.Tensor], alpha: torch.Tensor, member: dict
 def _optimise_frame(generator, styles, style_indices, start, frozen, lr, target, previous, masks, member,
                     lpips_module, stop_at, settings: AttributeSettings, networks: FaceNetworks, identity_reference):
     alpha = start.clone().unsqueeze(0).requires_grad_(True)
+    target_parsed = parse_target(networks, target)  # the target holds still over the frame's steps
     # Adam's moments per index, kept by hand so that each index has its own learning rate (eq. 8) and each
     # region its own gradient.
     first, second = torch.zeros_like(start), torch.zeros_like(start)
@@ -226,7 +245,7 @@ def _optimise_frame(generator, styles, style_indices, start, frozen, lr, target,
     for step in range(settings.steps + 1):
         render = generator.synthesize(apply_offsets(styles, style_indices, alpha), stop_at=stop_at)
         losses = region_losses(render, target, previous, masks, lpips_module, settings)
-        losses.update(face_losses(render, target, identity_reference, networks, settings))
+        losses.update(face_losses(render, target, identity_reference, networks, settings, target_parsed))
         total = float(sum(v.detach() for v in losses.values()))
         if total < best[0]:
             best = (total, alpha.detach()[0].clone(), render.detach())

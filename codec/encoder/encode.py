@@ -93,7 +93,8 @@ def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str =
     pose_spec = {"editor": "linear", "model": zoo.DEFAULT_POSE_EDITOR.get(settings.generator, "")}
     editor = zoo.load_pose_editor(None, settings.generator)
     lpips_module = make_lpips(device)
-    models = EncoderModels(generator, editor, lpips_module, _identity_network(device),
+    arcface = _official_network("arcface_ir_se50", device)
+    models = EncoderModels(generator, editor, lpips_module, _identity_network(arcface, device),
                            encoder=_inverter(settings, device), pose_estimator=_pose_estimator(pose_spec["model"]))
     part1 = encode_part1(clip.images, models, clip.masks, settings.part1, work_dir, input_key, progress)
 
@@ -115,18 +116,16 @@ def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str =
         eta = video_learning_rates(generator, part1.id_latent.to(device), table, id_masks, lpips_module, stop_at)
         track = encode_attributes(generator, pose_latents, targets, table.indices, table.regions, clip.masks,
                                   lpips_module, stop_at, eta, clip.blink, settings.attributes, progress,
-                                  _face_networks(device))
+                                  _face_networks(arcface, device))
         forwards["attributes"] = track.generator_forwards + len(yaw)
         return {"alpha": torch.from_numpy(track.alpha)}
 
     alpha = cached_stage(work_dir, "attributes", key, run_attributes)["alpha"].numpy()
     key = stage_key(key, "refine", asdict(settings.refine))
-    spread = np.array([float(d.get("channel_std", 1.0)) for d in table.details] if table.details
-                      else [1.0] * len(table.indices))
 
     def run_refinement():
         result = refine(generator, editor, part1.id_latent.to(device), part1.yaw, part1.pitch, alpha, clip.images,
-                        table.indices, spread, settings.refine, progress)
+                        table.indices, table.channel_spread(), settings.refine, progress)
         forwards["refine"] = result.generator_forwards
         return {"id_latent": result.id_latent, "yaw": torch.from_numpy(result.yaw),
                 "pitch": torch.from_numpy(result.pitch), "alpha": torch.from_numpy(result.alpha)}
@@ -196,32 +195,36 @@ def _to_tensor(images: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
-def _identity_network(device: str):
-    from codec.models.arcface import load_arcface, seeded_standin
-
-    try:
-        return load_arcface(zoo.path("arcface_ir_se50")).to(device)
-    except ModelError:
-        log.warning("ArcFace weights not installed: ID selection uses a seeded stand-in network "
-                    "(`stv-weights fetch arcface_ir_se50` for the real metric)")
-        return seeded_standin(0).to(device)
-
-
-def _face_networks(device: str) -> FaceNetworks:
-    """eq. 9's identity and face-parsing networks, each only when its official weights are installed: a seeded
-    stand-in would pull the offsets towards noise."""
+def _official_network(name: str, device: str) -> torch.nn.Module | None:
+    """Model `name` of FACE_NETWORKS from its official weights, or None when they are not installed."""
     from codec.models.arcface import load_arcface
     from codec.models.bisenet import load_bisenet
 
-    loaded = {}
-    for name, load in (("arcface_ir_se50", load_arcface), ("bisenet_face_parsing", load_bisenet)):
-        try:
-            loaded[name] = load(zoo.path(name)).to(device).eval()
-        except ModelError:
-            loaded[name] = None
-    if not any(v is not None for v in loaded.values()):
+    load = {"arcface_ir_se50": load_arcface, "bisenet_face_parsing": load_bisenet}[name]
+    try:
+        return load(zoo.path(name)).to(device)
+    except ModelError:
+        return None
+
+
+def _identity_network(arcface: torch.nn.Module | None, device: str) -> torch.nn.Module:
+    """ID selection's metric: the official ArcFace, else a seeded stand-in (ranking frames needs some metric)."""
+    from codec.models.arcface import seeded_standin
+
+    if arcface is not None:
+        return arcface
+    log.warning("ArcFace weights not installed: ID selection uses a seeded stand-in network "
+                "(`stv-weights fetch arcface_ir_se50` for the real metric)")
+    return seeded_standin(0).to(device)
+
+
+def _face_networks(arcface: torch.nn.Module | None, device: str) -> FaceNetworks:
+    """eq. 9's identity and face-parsing networks, each only when its official weights are installed: a seeded
+    stand-in would pull the offsets towards noise."""
+    networks = FaceNetworks(identity=arcface, parsing=_official_network("bisenet_face_parsing", device))
+    if networks.identity is None and networks.parsing is None:
         log.info("identity and face-parsing terms of eq. 9 off: their official weights are not installed")
-    return FaceNetworks(identity=loaded["arcface_ir_se50"], parsing=loaded["bisenet_face_parsing"])
+    return networks
 
 
 def _inverter(settings: EncodeSettings, device: str):

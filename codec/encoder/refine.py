@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from codec.decoder.render import render
 from codec.models.pose import PoseEditor
-from codec.models.stylespace import apply_offsets
 
 
 @dataclass(frozen=True)
@@ -92,9 +92,8 @@ class _Problem:
             return torch.cat([self.render(latent, params[lo : lo + self.batch])
                               for lo in range(0, params.shape[0], self.batch)])
         self.forwards += params.shape[0]
-        edited = self.editor.edit(latent.unsqueeze(0).expand(params.shape[0], -1, -1), params[:, 0], params[:, 1])
-        styles = apply_offsets(self.generator.styles(edited), self.style_indices, params[:, 2:] * self.spread)
-        return self.generator.synthesize(styles, stop_at=self.stop_at)
+        return render(self.generator, self.editor, latent, self.style_indices, params[:, 2:] * self.spread,
+                      params[:, 0], params[:, 1], stop_at=self.stop_at)
 
     def frame_errors(self, latent: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """[N] mean squared error of each frame."""

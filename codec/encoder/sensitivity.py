@@ -388,6 +388,12 @@ class ChannelTable:
         if unknown:
             raise StvError(f"unknown region(s) {unknown} in the channel table (known: {', '.join(REGIONS)})")
 
+    def channel_spread(self) -> np.ndarray:
+        """[K] each index's typical spread (its standard deviation over generated faces, as the analysis recorded
+        it; 1 where a table has none): the unit of the offsets' steps and of the synthetic tracks."""
+        return np.array([float(d.get("channel_std", 1.0)) for d in self.details] if self.details
+                        else [1.0] * len(self.indices))
+
     def check_layout(self, layout: StyleSpaceLayout) -> None:
         """ModelError unless every index exists in `layout` and none is a toRGB layer."""
         for layer, channel in self.indices:
