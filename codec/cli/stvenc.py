@@ -47,7 +47,7 @@ def _frame_range(text: str | None) -> tuple[int, int | None]:
               help="head-pose optimisation steps per frame (eq. 2)")
 @click.option("--attribute-steps", default=DEFAULTS.attributes.steps, show_default=True,
               help="Algorithm 1 steps per frame")
-@click.option("--refine-rounds", default=DEFAULTS.refine.rounds, show_default=True,
+@click.option("--refine-rounds", type=click.IntRange(min=0), default=DEFAULTS.refine.rounds, show_default=True,
               help="joint refinement of the ID latent and every frame's 34 numbers against the frames themselves "
                    "(ours, after the paper's stages; 0: the paper's stages alone, e.g. with --inverter project "
                    "--pose-steps 40 --attribute-steps 30)")
