@@ -20,8 +20,9 @@ import torch
 
 from codec.errors import ModelError
 from codec.ops.extension import stv_home
+from codec.resources import data_dir
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+WEIGHTS_DIR = data_dir("weights")
 MANIFEST = WEIGHTS_DIR / "manifest.json"
 CHUNK = 1 << 20
 

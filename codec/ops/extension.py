@@ -16,9 +16,11 @@ from types import ModuleType
 
 import torch
 
+from codec.resources import data_dir
+
 log = logging.getLogger(__name__)
 
-CSRC = Path(__file__).resolve().parents[2] / "csrc"
+CSRC = data_dir("csrc")
 SOURCES = {
     "cpu": ["modulated_conv_cpu.cpp"],
     "cuda": ["modulated_conv_cuda.cu"],
@@ -55,10 +57,24 @@ def build_dir(kind: str) -> Path:
     return stv_home() / "torch_extensions" / tag
 
 
+def _ninja_on_path() -> bool:
+    """torch's builder runs `ninja` from PATH. The `ninja` package (a dependency) installs its binary into the
+    environment's bin folder, which is not on PATH when a venv's program is run without activating it:
+    put the package's own binary folder on PATH for this process then."""
+    if shutil.which("ninja") is not None:
+        return True
+    try:
+        import ninja
+    except ImportError:
+        return False
+    os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+    return shutil.which("ninja") is not None
+
+
 def why_unbuildable(kind: str) -> str | None:
     """A reason the `kind` extension cannot be built here, or None if it can be tried."""
-    if shutil.which("ninja") is None:
-        return "ninja not found on PATH"
+    if not _ninja_on_path():
+        return "ninja not found (neither on PATH nor from the ninja package)"
     if kind == "cuda":
         if torch.version.cuda is None:
             return "this torch has no CUDA support"
