@@ -69,7 +69,7 @@ def spec_decode(data: bytes) -> dict:
                 extensions=extensions, values=values, flags=flags, minor=minor)
 
 
-@pytest.mark.parametrize("name", ["golden_raw.stv", "golden_entropy.stv", "golden_ext.stv"])
+@pytest.mark.parametrize("name", ["golden_raw.stv", "golden_entropy.stv", "golden_ext.stv", "golden_v11.stv"])
 def test_a_decoder_written_from_the_spec_reads_the_golden_files(name):
     got = spec_decode((DATA / name).read_bytes())
     expected = json.loads((DATA / name).with_suffix(".json").read_text())

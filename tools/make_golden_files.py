@@ -10,6 +10,28 @@ script and the zstd library. The golden files are committed: tests read them, th
     golden_entropy.stv   entropy-coded profile, 60 frames in chunks of 25, ID latent 4x16
     golden_ext.stv       two extension fields (a known 'note', an unknown 'zzz1' a reader must skip),
                          profiles mixed (raw then entropy), frame count left "unknown" (written as a stream)
+
+Those three are format 1.0 and stay byte-identical. The 1.1 goldens (format_spec.md §13 "Conformance" says which
+reader obligation each one exercises) name the shipped tiny-64 generator consistently (its digest, its 10x64
+W+ latent, layers and channels it has):
+
+    golden_v11.stv            minor 1, undefined flags set, 30000/1001 fps, 'pose' extension, int16 extremes,
+                              zstd checksums (ID latent and one entropy chunk), raw and entropy chunks
+    golden_ext11.stv          header only, frame count 0; extension edge cases (repeated 'note', invalid UTF-8,
+                              a non-ASCII and an empty unknown tag)
+    golden_bad_pose.stv       a 'pose' extension that is not JSON: readable, but no picture can be decoded
+    golden_unknown_profile.stv  a chunk of a profile no reader knows (250, kept for tests), whose payload holds a
+                              valid-looking chunk: stepped over by its length, never searched
+    golden_damaged.stv        CRC damage, a gap without damaged bytes, overlapping and straddling chunks, stray
+                              bytes, and a last chunk that the end of the file cuts
+    golden_gap_bound.stv      frame count unknown: a first chunk at frame 2, a chunk too far ahead to believe,
+                              a chunk whose frame indices overflow, a last chunk cut by the end of the file
+    golden_count_beyond.stv   24 frames whose header promises 100000 (the file ends on a chunk boundary)
+    golden_header_only.stv    a header alone that promises 3 frames
+    golden_short.stv, golden_v2.stv, golden_header_crc.stv   unreadable: their expected error line
+
+Each readable golden has NAME.json (what `stvinfo --json` prints) and, when damaged, NAME.validate.txt (what
+`stvinfo --validate` prints; it exits 1); each unreadable one has NAME.error.txt (the reader's message).
 """
 
 from __future__ import annotations
@@ -22,10 +44,16 @@ import re
 from pathlib import Path
 
 import numpy as np
+import zstandard
 
-from codec.bitstream import N_PARAMS, QuantTable, StvHeader, StvReader, StvWriter
+from codec.bitstream import N_PARAMS, QuantTable, StvHeader, StvReader, StvWriter, quantise
+from codec.bitstream.chunk import chunk_bytes, encode_chunk, encode_payload
+from codec.bitstream.compress import compress
+from codec.bitstream.header import encode_header
 from codec.bitstream.layout import hexdump
 from codec.bitstream.probe import probe
+from codec.bitstream.schema import PROFILE_ENTROPY, PROFILE_RAW
+from codec.errors import BitstreamError
 
 # StyleSpace indices of an unofficial re-implementation (DESIGN §7), in (layer, channel) form: a plausible table.
 EXAMPLE_INDICES = (
@@ -52,7 +80,9 @@ def id_latent(rows: int, dim: int) -> np.ndarray:
 
 
 def header(rows: int, dim: int, params: np.ndarray, extensions=()) -> StvHeader:
+    """The 1.0 goldens' header: its digest is that of no real weights, so no decoder renders these files."""
     return StvHeader(
+        version=(1, 0),
         width=256,
         height=256,
         fps_num=25,
@@ -71,6 +101,109 @@ class _Pipe(io.BytesIO):
 
     def seekable(self) -> bool:
         return False
+
+
+# --- format 1.1 goldens ----------------------------------------------------------------------------------------
+
+TINY_SHA256 = "846361d99531e5f7152802b1503d6488684a6644f491a4f65c6aa25bee91be37"  # weights/manifest.json "tiny"
+TINY_CHANNELS = (96, 96, 96, 96, 96, 96, 64, 64, 64, 48, 48, 48, 32, 32)  # format_spec.md §8, layers 0..13
+TINY_CONV_LAYERS = (0, 2, 3, 5, 6, 8, 9, 11, 12)  # the toRGB layers (1, 4, 7, 10, 13) are left out
+TINY_INDICES = [(layer, (7 * k + 3) % TINY_CHANNELS[layer]) for k, layer in
+                enumerate(TINY_CONV_LAYERS[k % len(TINY_CONV_LAYERS)] for k in range(32))]
+
+
+def tiny_header(params: np.ndarray, count: int | None, extensions=(), flags: int = 0, fps=(25, 1)) -> StvHeader:
+    return StvHeader(
+        width=640, height=360, fps_num=fps[0], fps_den=fps[1], generator_name="tiny-64",
+        generator_sha256=bytes.fromhex(TINY_SHA256), style_indices=TINY_INDICES, quant=QuantTable.from_data(params),
+        id_latent=id_latent(10, 64), frame_count=count, extensions=extensions, flags=flags,
+    )
+
+
+def tiny_records(n: int, phase: float) -> tuple[StvHeader, np.ndarray]:
+    params = tracks(n, phase)
+    head = tiny_header(params, n)
+    return head, quantise(params, head.quant)[0]
+
+
+def extremes(n: int) -> np.ndarray:
+    """int16 records at the ends of the range, jumping between them (the entropy deltas wrap around)."""
+    records = np.zeros((n, N_PARAMS), np.int16)
+    records[0::2, 0::2] = 32767
+    records[0::2, 1::2] = -32768
+    records[1::2, 0::2] = -32768
+    records[1::2, 1::2] = 32767
+    return records
+
+
+def raw(records: np.ndarray, first: int) -> bytes:
+    return encode_chunk(records, first, PROFILE_RAW)
+
+
+def entropy(records: np.ndarray, first: int, checksum: bool = False) -> bytes:
+    if not checksum:
+        return encode_chunk(records, first, PROFILE_ENTROPY)
+    planes = zstandard.ZstdDecompressor().decompress(encode_payload(records, PROFILE_ENTROPY))
+    return chunk_bytes(PROFILE_ENTROPY, len(records), first, compress(planes, checksum=True))
+
+
+def v11_files() -> dict[str, bytes]:
+    files = {}
+    params = tracks(12, phase=1.5)
+    pose = b'{"editor": "linear", "model": "tiny-pose"}'
+    head = tiny_header(params, 12, [(b"pose", pose), (b"note", "1.1 golden: \u00e9 in UTF-8".encode())],
+                       flags=0x0005, fps=(30000, 1001))
+    records = quantise(params, head.quant)[0]
+    records[:4] = extremes(4)
+    records[4:10:2] = extremes(6)[0::2]
+    files["golden_v11.stv"] = (encode_header(head, zstd_checksum=True) + raw(records[:4], 0)
+                               + entropy(records[4:10], 4, checksum=True) + entropy(records[10:], 10))
+
+    extensions = [(b"note", b"first note, bad UTF-8: \xff\xfe"), (b"\xe9t\xe9!", b"non-ASCII tag"),
+                  (b"zzz2", b""), (b"note", b"a repeated note: ignored")]
+    files["golden_ext11.stv"] = encode_header(tiny_header(params, 0, extensions))
+    bad_pose = tiny_header(params, 12, [(b"pose", b"{editor: linear}")])
+    files["golden_bad_pose.stv"] = encode_header(bad_pose) + raw(quantise(params, bad_pose.quant)[0], 0)
+
+    head, records = tiny_records(12, 0.2)
+    inner = raw(records[4:8][::-1].copy(), 4)  # a valid chunk hidden in the payload: a reader never looks inside
+    files["golden_unknown_profile.stv"] = (encode_header(head) + raw(records[:4], 0)
+                                           + chunk_bytes(250, 4, 4, b"future profile " + inner) + raw(records[8:], 8))
+
+    head, records = tiny_records(40, 0.4)
+    crc_hit = bytearray(raw(records[4:8], 4))
+    crc_hit[30] ^= 0x01
+    cut = raw(records[32:36], 32)
+    files["golden_damaged.stv"] = (
+        encode_header(head) + raw(records[0:4], 0) + bytes(crc_hit) + raw(records[8:12], 8)
+        + raw(records[16:20], 16)  # frames 12-15: no chunk, no bytes
+        + raw(records[14:18], 14)  # overlaps frames already read
+        + entropy(records[20:24], 20) + raw(records[22:26], 22)  # a partial overlap
+        + raw(records[24:28], 24) + b"stray" + raw(records[28:32], 28)
+        + encode_chunk(np.zeros((4, N_PARAMS), np.int16), 38, PROFILE_RAW)  # frames 38-41 straddle the count 40
+        + cut[: len(cut) // 2]
+    )
+
+    head, records = tiny_records(14, 0.6)
+    stream = tiny_header(tracks(14, 0.6), None)
+    files["golden_gap_bound.stv"] = (
+        encode_header(stream) + raw(records[2:6], 2) + raw(records[:4], 70000) + raw(records[6:10], 6)
+        + raw(records[:4], 0xFFFF_FFFD - 2) + raw(records[10:14], 10)
+        + raw(records[:4], 14)[:30]  # a last chunk cut by the end of the file: how many frames it held is unknown
+    )
+
+    head, records = tiny_records(24, 0.8)
+    files["golden_count_beyond.stv"] = encode_header(tiny_header(tracks(24, 0.8), 100_000)) + entropy(records, 0)
+    files["golden_header_only.stv"] = encode_header(tiny_header(tracks(3), 3))
+
+    intact = files["golden_v11.stv"]
+    size = int.from_bytes(intact[12:16], "little")
+    crc = bytearray(intact)
+    crc[100] ^= 0x40
+    files["golden_short.stv"] = intact[:12]
+    files["golden_v2.stv"] = intact[:8] + b"\x02\x00"
+    files["golden_header_crc.stv"] = bytes(crc[: size + 40])
+    return files
 
 
 def write_golden(out: Path) -> dict[str, bytes]:
@@ -92,6 +225,9 @@ def write_golden(out: Path) -> dict[str, bytes]:
     (out / "golden_ext.stv").write_bytes(stream.getvalue())
     for name in ("golden_raw.stv", "golden_entropy.stv", "golden_ext.stv"):
         files[name] = (out / name).read_bytes()
+    for name, data in v11_files().items():
+        (out / name).write_bytes(data)
+        files[name] = data
     return files
 
 
@@ -100,6 +236,18 @@ def expected_json(path: Path) -> str:
     data = probe(StvReader(path))
     data["format"]["filename"] = path.name
     return json.dumps(data, indent=2) + "\n"
+
+
+def expected_outputs(path: Path) -> dict[str, str]:
+    """The expected-output files of one golden: suffix -> text (see the module doc)."""
+    try:
+        reader = StvReader(path.read_bytes())
+    except BitstreamError as exc:
+        return {".error.txt": str(exc).removeprefix("<bytes>: ") + "\n"}
+    outputs = {".json": expected_json(path)}
+    if reader.validate():
+        outputs[".validate.txt"] = "".join(f"{path.name}: damaged: {p}\n" for p in reader.validate())
+    return outputs
 
 
 def update_spec(spec: Path, dump: str) -> None:
@@ -119,7 +267,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     files = write_golden(args.out)
     for name in files:
-        (args.out / name).with_suffix(".json").write_text(expected_json(args.out / name))
+        for suffix, text in expected_outputs(args.out / name).items():
+            (args.out / name).with_suffix(suffix).write_text(text)
         print(f"{args.out / name}: {len(files[name])} bytes")
     dump = hexdump(files["golden_raw.stv"])
     (args.out / "golden_raw.hexdump.txt").write_text(dump + "\n")

@@ -21,6 +21,7 @@ from codec.bitstream.schema import (
     CHUNK_OVERHEAD,
     CRC_SIZE,
     MAX_CHUNK_FRAMES,
+    MAX_FRAME_COUNT,
     N_PARAMS,
     PROFILE_ENTROPY,
     PROFILE_NAMES,
@@ -57,6 +58,11 @@ class ChunkInfo:
     @property
     def profile_name(self) -> str:
         return PROFILE_NAMES.get(self.profile, f"unknown({self.profile})")
+
+    @property
+    def known(self) -> bool:
+        """Whether this reader can decode the chunk's profile (an unknown one is stepped over by its length)."""
+        return self.profile in PROFILE_NAMES
 
 
 class ChunkDamage(Exception):
@@ -115,10 +121,13 @@ def encode_chunk(records: np.ndarray, first_frame: int, profile: int) -> bytes:
     records = as_records(records)
     if not 1 <= len(records) <= MAX_CHUNK_FRAMES:
         raise BitstreamError(f"a chunk holds 1..{MAX_CHUNK_FRAMES} frames, got {len(records)}")
-    payload = encode_payload(records, profile)
+    return chunk_bytes(profile, len(records), first_frame, encode_payload(records, profile))
+
+
+def chunk_bytes(profile: int, count: int, first_frame: int, payload: bytes) -> bytes:
+    """A chunk around `payload` as it is (any profile byte; tools use it for the goldens of unusual chunks)."""
     head = ChunkHead.build(
-        dict(sync=SYNC, profile=profile, reserved=0, count=len(records), first_frame=first_frame,
-             payload_size=len(payload))
+        dict(sync=SYNC, profile=profile, reserved=0, count=count, first_frame=first_frame, payload_size=len(payload))
     )
     body = head[len(SYNC) :] + payload
     return SYNC + body + zlib.crc32(body).to_bytes(4, "little")
@@ -141,6 +150,9 @@ def read_chunk_at(data: memoryview, offset: int) -> ChunkInfo:
         raise ChunkDamage("no sync word")
     if head.count == 0:
         raise ChunkDamage("chunk head damaged (record count 0)")
+    if head.first_frame + head.count > MAX_FRAME_COUNT:
+        raise ChunkDamage(f"chunk head damaged (frames {head.first_frame}-{head.first_frame + head.count - 1} "
+                          f"pass the last possible frame {MAX_FRAME_COUNT - 1})")
     if head.profile == PROFILE_RAW and head.payload_size != head.count * RECORD_SIZE:
         raise ChunkDamage(f"chunk head damaged (raw payload size {head.payload_size} != {head.count} x {RECORD_SIZE})")
     end = offset + CHUNK_OVERHEAD + head.payload_size
@@ -151,9 +163,9 @@ def read_chunk_at(data: memoryview, offset: int) -> ChunkInfo:
     body = data[offset + len(SYNC) : end - CRC_SIZE]
     if zlib.crc32(body).to_bytes(4, "little") != bytes(data[end - CRC_SIZE : end]):
         raise ChunkDamage("chunk CRC32 mismatch")
-    if head.profile not in PROFILE_NAMES:
-        raise ChunkDamage(f"unknown chunk profile {head.profile} (written by a newer encoder?)")
-    if head.profile != PROFILE_RAW:
+    # A profile this reader does not know is not damage: its CRC matched, so its length is right and the reader
+    # steps over it (ChunkInfo.known is False); its frames cannot be decoded here.
+    if head.profile == PROFILE_ENTROPY:
         # A CRC-valid payload can still fail to decode (a faulty writer); find out now, so that every chunk
         # a reader lists is one it can decode. zstd at ~1 GB/s makes this cheap next to reading the file.
         try:

@@ -2,13 +2,13 @@
 
 decode_header checks, in this order, so that each kind of damage gets its own message: length of the fixed
 prefix, magic, major version, declared header size against the bytes that exist, CRC32, field layout, ranges.
-Nothing is allocated beyond the bytes given (the ID latent is bounded by MAX_LATENT_VALUES).
+Nothing is allocated beyond the bytes given (the ID latent is at most 64 x 4096 float16, 512 KiB).
 """
 
 from __future__ import annotations
 
 import json
-
+import math
 import zlib
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -21,12 +21,12 @@ from codec.bitstream.quant import QuantTable
 from codec.bitstream.schema import (
     CRC_SIZE,
     FRAME_COUNT_UNKNOWN,
+    HEADER_MIN_SIZE,
     HEADER_PREFIX_SIZE,
     MAGIC,
     MAJOR_VERSION,
     MAX_LATENT_DIM,
     MAX_LATENT_ROWS,
-    MAX_LATENT_VALUES,
     MAX_STYLE_CHANNEL,
     MAX_STYLE_LAYER,
     MINOR_VERSION,
@@ -70,24 +70,49 @@ class StvHeader:
 
     @property
     def pose_editor(self) -> dict | None:
-        """The b"pose" extension's JSON object, or None (the generator's default editor)."""
-        for tag, data in self.extensions:
-            if tag == EXT_POSE:
-                try:
-                    spec = json.loads(data.decode("utf-8"))
-                except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                    raise BitstreamError(f"header extension 'pose' is not UTF-8 JSON: {exc}") from exc
-                if not isinstance(spec, dict):
-                    raise BitstreamError("header extension 'pose' must hold a JSON object")
-                return spec
-        return None
+        """The first b"pose" extension's JSON object, or None (the generator's default editor).
+
+        BitstreamError if it is malformed (format_spec.md "Extension fields"): the header still reads, but no
+        picture can be decoded without knowing what yaw and pitch mean."""
+        data = self.extension(EXT_POSE)
+        if data is None:
+            return None
+        problem = pose_problem(data)
+        if problem:
+            raise BitstreamError(f"header extension 'pose' {problem}")
+        return json.loads(data.decode("utf-8"))
+
+    def extension(self, tag: bytes) -> bytes | None:
+        """The data of the first extension with this tag (a repeated tag's later copies are ignored)."""
+        return next((data for t, data in self.extensions if t == tag), None)
 
     @property
     def note(self) -> str | None:
-        for tag, data in self.extensions:
-            if tag == EXT_NOTE:
-                return data.decode("utf-8", errors="replace")
-        return None
+        """The first b"note" extension as text; invalid UTF-8 sequences are shown as U+FFFD."""
+        data = self.extension(EXT_NOTE)
+        return None if data is None else data.decode("utf-8", errors="replace")
+
+
+def pose_problem(data: bytes) -> str | None:
+    """What is wrong with a b"pose" extension's data, or None: a UTF-8 JSON object whose "editor" and "model" are
+    strings, plus, for the "styleflow" editor, a "condition" of 17 finite numbers. Other keys are ignored."""
+    try:
+        spec = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        return "is not UTF-8"
+    except ValueError:
+        return "is not JSON"
+    if not isinstance(spec, dict):
+        return "is not a JSON object"
+    if not isinstance(spec.get("editor"), str) or not isinstance(spec.get("model"), str):
+        return 'lacks the strings "editor" and "model"'
+    condition = spec.get("condition")
+    if spec["editor"] == "styleflow" and not (
+        isinstance(condition, list) and len(condition) == 17
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in condition)
+    ):
+        return 'needs a "condition" of 17 finite numbers for the styleflow editor'
+    return None
 
 
 def _check_ranges(h: StvHeader) -> None:
@@ -106,9 +131,8 @@ def _check_ranges(h: StvHeader) -> None:
              f"StyleSpace index {k} = ({layer}, {channel}) outside layer 0..{MAX_STYLE_LAYER}, "
              f"channel 0..{MAX_STYLE_CHANNEL}")
     rows, dim = h.id_latent.shape if h.id_latent.ndim == 2 else (0, 0)
-    need(1 <= rows <= MAX_LATENT_ROWS and 1 <= dim <= MAX_LATENT_DIM and rows * dim <= MAX_LATENT_VALUES,
-         f"ID latent shape {h.id_latent.shape} outside rows 1..{MAX_LATENT_ROWS}, dim 1..{MAX_LATENT_DIM}, "
-         f"rows*dim <= {MAX_LATENT_VALUES}")
+    need(1 <= rows <= MAX_LATENT_ROWS and 1 <= dim <= MAX_LATENT_DIM,
+         f"ID latent shape {h.id_latent.shape} outside rows 1..{MAX_LATENT_ROWS}, dim 1..{MAX_LATENT_DIM}")
     need(bool(np.isfinite(h.id_latent).all()), "ID latent holds non-finite values")
     need(len(h.extensions) <= 0xFFFF, "too many extension fields")
     for tag, _ in h.extensions:
@@ -116,7 +140,9 @@ def _check_ranges(h: StvHeader) -> None:
     need(0 <= h.flags <= 0xFFFF, "flags must fit in 16 bits")
 
 
-def encode_header(h: StvHeader) -> bytes:
+def encode_header(h: StvHeader, zstd_checksum: bool = False) -> bytes:
+    """The header's bytes; `zstd_checksum` adds zstd's optional checksum to the ID latent's frame (the reference
+    writer leaves it out; the goldens carry one to show that a reader checks it)."""
     body = HeaderBody.build(
         dict(
             width=h.width,
@@ -130,7 +156,7 @@ def encode_header(h: StvHeader) -> bytes:
             quant=[dict(scale=float(s), offset=float(o)) for s, o in zip(h.quant.scale, h.quant.offset)],
             latent_rows=h.id_latent.shape[0],
             latent_dim=h.id_latent.shape[1],
-            latent_zstd=compress(h.id_latent.astype("<f2").tobytes()),
+            latent_zstd=compress(h.id_latent.astype("<f2").tobytes(), checksum=zstd_checksum),
             extensions=[dict(tag=t, data=d) for t, d in h.extensions],
         )
     )
@@ -149,36 +175,37 @@ def header_crc(head_without_crc: bytes) -> bytes:
 def decode_header(data: bytes | memoryview) -> tuple[StvHeader, int]:
     """Parse the header at the start of `data` (the whole file or at least its header). Returns (header, size)."""
     data = memoryview(data)
+    # format_spec.md §10 fixes this order, short files included: each check reads only bytes that exist.
     if len(data) == 0:
         raise BitstreamError("empty file (0 bytes), not a .stv file")
+    if bytes(data[: len(MAGIC)]) != MAGIC[: len(data)]:
+        raise BitstreamError("not a .stv file (bad magic at byte 0)")
+    if len(data) >= 10 and data[8] != MAJOR_VERSION:
+        raise BitstreamError(f"unsupported .stv version {data[8]}.{data[9]} (this reader reads {MAJOR_VERSION}.x)")
     if len(data) < HEADER_PREFIX_SIZE:
-        if bytes(data[:8]) != MAGIC[: len(data)]:
-            raise BitstreamError("not a .stv file (bad magic at byte 0)")
         raise BitstreamError(f"truncated at byte {len(data)}: the header prefix needs {HEADER_PREFIX_SIZE} bytes")
     prefix = HeaderPrefix.parse(data[:HEADER_PREFIX_SIZE])
-    if prefix.magic != MAGIC:
-        raise BitstreamError("not a .stv file (bad magic at byte 0)")
-    if prefix.major != MAJOR_VERSION:
-        raise BitstreamError(
-            f"unsupported .stv version {prefix.major}.{prefix.minor} (this reader reads {MAJOR_VERSION}.x)"
-        )
     size = prefix.header_size
-    if size < HEADER_PREFIX_SIZE + CRC_SIZE:
-        raise BitstreamError(f"header damaged: header size field (byte 12) says {size} bytes, below the minimum")
+    if size < HEADER_MIN_SIZE:
+        raise BitstreamError(
+            f"header damaged: header size field (byte 12) says {size} bytes, below the minimum {HEADER_MIN_SIZE}"
+        )
     if size > len(data):
         raise BitstreamError(
             f"truncated at byte {len(data)}: the header needs {size} bytes (header size field at byte 12)"
         )
     head = bytes(data[: size - CRC_SIZE])
     if header_crc(head) != bytes(data[size - CRC_SIZE : size]):
-        raise BitstreamError(f"header damaged: CRC32 mismatch over bytes 0-{size - 1}")
+        raise BitstreamError(f"header damaged: CRC32 mismatch over bytes 0-{size - CRC_SIZE - 1}")
     return _parse_body(head[HEADER_PREFIX_SIZE:], prefix), size
 
 
 def _parse_body(body: bytes, prefix) -> StvHeader:
     try:
         fields = HeaderBody.parse(body)
-    except (construct.ConstructError, UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, construct.StringError):  # construct wraps the first in the second
+        raise BitstreamError("header damaged: generator name (byte 33) is not UTF-8") from None
+    except (construct.ConstructError, ValueError) as exc:
         raise BitstreamError(f"header damaged: unreadable fields ({_first_line(exc)})") from None
     if fields.body_end != len(body):
         raise BitstreamError(
@@ -186,7 +213,7 @@ def _parse_body(body: bytes, prefix) -> StvHeader:
             f"{HEADER_PREFIX_SIZE + len(body) + CRC_SIZE} bytes"
         )
     rows, dim = fields.latent_rows, fields.latent_dim
-    if not (1 <= rows <= MAX_LATENT_ROWS and 1 <= dim <= MAX_LATENT_DIM and rows * dim <= MAX_LATENT_VALUES):
+    if not (1 <= rows <= MAX_LATENT_ROWS and 1 <= dim <= MAX_LATENT_DIM):
         raise BitstreamError(f"header: ID latent shape {rows}x{dim} outside the format's limits")
     raw = decompress_exact(fields.latent_zstd, rows * dim * 2, "header: ID latent")
     latent = np.frombuffer(raw, dtype="<f2").reshape(rows, dim).astype(np.float16)

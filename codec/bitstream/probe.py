@@ -57,7 +57,7 @@ def format_info(reader: StvReader) -> dict:
             }
             for tag, data in h.extensions
         ],
-        "damage": [str(d) for d in reader.damage],
+        "damage": reader.validate(),
     }
 
 

@@ -2,7 +2,8 @@
 
     r = StvReader("in.stv")       # or StvReader(raw_bytes)
     r.header                      # StvHeader
-    len(r)                        # frames the file promises (header count; else what the chunks hold)
+    len(r)                        # N, the frames the file presents (format_spec.md §9a): never more than its bytes
+                                  # back, even when the header's count promises more (a truncation)
     r[i]                          # 35 dequantised float64 values of frame i (order: PARAM_NAMES)
     r.records(a, b)               # int16 records (b - a, 35)
     for values in r: ...          # frames in order; BitstreamError at the first frame that is not available
@@ -13,41 +14,55 @@ Opening reads the header (fatal if damaged: without it no frame can be decoded),
 every CRC and that every payload decodes. A chunk that fails is recorded as damage and the reader resyncs on the
 next sync word that starts an intact chunk. A file cut short keeps every whole chunk before the cut; asking for a
 later frame raises BitstreamError naming the byte offset where the file ends. Memory: the file's bytes plus one
-decoded chunk.
+decoded chunk; nothing is sized by a count a field claims (len(r) is bounded by the bytes, see __len__).
 """
 
 from __future__ import annotations
 
 import bisect
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from codec.bitstream.chunk import ChunkDamage, ChunkInfo, decode_payload, read_chunk_at
-from codec.bitstream.header import decode_header
+from codec.bitstream.header import EXT_POSE, decode_header, pose_problem
 from codec.bitstream.quant import dequantise
-from codec.bitstream.schema import CHUNK_HEAD_SIZE, N_PARAMS, SYNC
+from codec.bitstream.schema import CHUNK_HEAD_SIZE, CHUNK_OVERHEAD, MAX_CHUNK_FRAMES, N_PARAMS, SYNC
 from codec.errors import BitstreamError
 
 
 @dataclass(frozen=True)
 class Damage:
-    """Bytes [start, end) that could not be used, why, and the frames lost with them (None: not known)."""
+    """Bytes [start, end) that could not be used, why, and the frames lost with them.
+
+    `frames` None: no frames are known to be lost with it, unless `unknown_from` is set: frames from that index
+    on are lost, how many is unknown (a file of unknown frame count that ends in damage)."""
 
     start: int
     end: int
     reason: str
     frames: range | None = None
+    unknown_from: int | None = None
 
     def __str__(self) -> str:
-        where = f"bytes {self.start}-{self.end - 1}" if self.end > self.start else f"byte {self.start}"
+        """format_spec.md §10 "Messages": "bytes A-B" inclusive, "at byte A" for an empty range."""
+        where = f"bytes {self.start}-{self.end - 1}" if self.end > self.start else f"at byte {self.start}"
         lost = ""
-        if self.frames is not None and len(self.frames):
+        if self.frames is not None and len(self.frames) == 1:
+            lost = f" (frame {self.frames.start} lost)"
+        elif self.frames is not None and len(self.frames):
             lost = f" (frames {self.frames.start}-{self.frames.stop - 1} lost)"
+        elif self.unknown_from is not None:
+            lost = f" (frames from {self.unknown_from} on lost, how many is unknown)"
         return f"{where}: {self.reason}{lost}"
+
+    def loses(self, frame: int) -> bool:
+        if self.frames is not None:
+            return frame in self.frames
+        return self.unknown_from is not None and frame >= self.unknown_from
 
 
 def read_file_bytes(source: str | os.PathLike) -> bytes:
@@ -74,7 +89,8 @@ class StvReader:
             self.header, self.header_size = decode_header(self._data)
         except BitstreamError as exc:
             raise BitstreamError(f"{self.name}: {exc}") from None
-        self.chunks, self.damage = _scan_chunks(memoryview(self._data), self.header_size, self.header.frame_count)
+        scan = _scan_chunks(memoryview(self._data), self.header_size, self.header.frame_count)
+        self.chunks, self.damage, self._presented = scan.chunks, scan.damage, scan.presented
         self._firsts = [c.first_frame for c in self.chunks]
         self._cached: tuple[ChunkInfo, np.ndarray] | None = None
 
@@ -83,9 +99,17 @@ class StvReader:
         return len(self._data)
 
     def __len__(self) -> int:
-        if self.header.frame_count is not None:
-            return self.header.frame_count
-        return self.chunks[-1].frames.stop if self.chunks else 0
+        """N, the frames the file presents: the header's count when every chunk is there; with lost chunks at the
+        end, only as many as the bytes after the last intact chunk could hold (none when the file ends on a chunk
+        boundary); with an unknown count, up to the last intact chunk. Lost frames below N are for a decoder to
+        conceal; frames the header promises past N are a truncation, reported in `damage`."""
+        return self._presented
+
+    @property
+    def truncated(self) -> range:
+        """Frames the header promises past N (empty when none, and always for an unknown count)."""
+        count = self.header.frame_count
+        return range(len(self), len(self) if count is None else count)
 
     def chunk_of(self, frame: int) -> ChunkInfo:
         """The intact chunk holding `frame`; BitstreamError naming the damage if none does."""
@@ -95,9 +119,18 @@ class StvReader:
         raise BitstreamError(f"{self.name}: frame {frame} is not available: {self._why_missing(frame)}")
 
     def _why_missing(self, frame: int) -> str:
-        known = [d for d in self.damage if d.frames is not None and frame in d.frames]
-        unsure = [d for d in self.damage if d.frames is None]  # damage whose lost frames could not be told
-        return str((known or unsure)[0]) if known or unsure else "no chunk holds it"
+        known = [d for d in self.damage if d.loses(frame)]
+        return str(known[0]) if known else "no chunk holds it"
+
+    def _check_range(self, start: int, stop: int, shown: object) -> None:
+        """IndexError outside 0..N, except that a frame the header promises past N names the truncation."""
+        if 0 <= start <= stop <= len(self):
+            return
+        count = self.header.frame_count
+        missing = max(start, len(self))
+        if 0 <= start <= stop and (count is None or stop <= count) and self._why_missing(missing) != "no chunk holds it":
+            raise BitstreamError(f"{self.name}: frame {missing} is not available: {self._why_missing(missing)}")
+        raise IndexError(f"frame {shown} outside 0..{len(self) - 1}")
 
     def chunk_records(self, chunk: ChunkInfo) -> np.ndarray:
         if self._cached is not None and self._cached[0] == chunk:
@@ -113,8 +146,7 @@ class StvReader:
     def records(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """int16 records of frames [start, stop); every one must be available."""
         stop = len(self) if stop is None else stop
-        if not 0 <= start <= stop <= len(self):
-            raise IndexError(f"frame range {start}:{stop} outside 0:{len(self)}")
+        self._check_range(start, stop, f"range {start}:{stop}")
         parts, frame = [], start
         while frame < stop:
             chunk = self.chunk_of(frame)
@@ -128,10 +160,8 @@ class StvReader:
         return dequantise(self.records(start, stop), self.header.quant)
 
     def __getitem__(self, index: int) -> np.ndarray:
-        n = len(self)
-        i = index + n if index < 0 else index
-        if not 0 <= i < n:
-            raise IndexError(f"frame {index} outside 0..{n - 1}")
+        i = index + len(self) if index < 0 else index
+        self._check_range(i, i + 1, index)
         chunk = self.chunk_of(i)
         return dequantise(self.chunk_records(chunk)[i - chunk.first_frame], self.header.quant)
 
@@ -147,34 +177,29 @@ class StvReader:
                 yield chunk.first_frame + j, row
 
     def validate(self) -> list[str]:
-        """Every problem found, one line each: bad CRCs, undecodable payloads, missing or excess frames.
+        """Every problem found, one line each: a malformed known extension, bad CRCs, undecodable payloads, missing
+        or excess frames, a truncation.
 
-        Opening the file already checked every chunk (CRC and payload), so this is the damage list in words."""
-        return [str(d) for d in self.damage]
+        Opening the file already checked every chunk (CRC and payload), so this is mostly the damage list in words."""
+        pose = self.header.extension(EXT_POSE)
+        problem = pose_problem(pose) if pose is not None else None
+        return ([f"header: extension 'pose' {problem}"] if problem else []) + [str(d) for d in self.damage]
 
 
 class _ChunkScan:
-    """Walks the chunks after the header, collecting intact chunks and the damaged byte ranges between them."""
+    """Walks the chunks after the header (format_spec.md §10): the intact chunks it accepts, the damage around
+    them, and N, the number of frames the file presents."""
 
-    def __init__(self, data: memoryview, frame_count: int | None):
+    def __init__(self, data: memoryview, start: int, frame_count: int | None):
         self.data, self.frame_count = data, frame_count
-        self.chunks: list[ChunkInfo] = []
+        self.chunks: list[ChunkInfo] = []  # accepted chunks of a profile this reader decodes
         self.damage: list[Damage] = []
-        self.next_frame = 0
-        self.pending: tuple[int, int, str] | None = None  # damaged bytes; their lost frames known later
-
-    def settle(self, upto_frame: int | None) -> None:
-        """Record the pending damage as losing frames [next_frame, upto_frame) (None: not known)."""
-        if self.pending is None:
-            return
-        lo, hi, why = self.pending
-        frames = None if upto_frame is None else range(self.next_frame, max(self.next_frame, upto_frame))
-        self.damage.append(Damage(lo, hi, why, frames))
-        self.next_frame = max(self.next_frame, upto_frame or 0)
-        self.pending = None
-
-    def damaged(self, lo: int, hi: int, why: str) -> None:
-        self.pending = (lo, hi, why) if self.pending is None else (self.pending[0], hi, self.pending[2])
+        self.next_frame = 0  # the frame after the last accepted chunk
+        self.last_end = start  # the byte after the last accepted chunk (the header's end before any)
+        self.largest = 0  # the largest record count of an accepted chunk
+        self.open: list[int] = []  # damage entries since the last accepted chunk that lose its following frames
+        self.split: int | None = None  # first frame claimed by the head of a chunk that the end of the file cuts
+        self.presented = 0
 
     def run(self, pos: int) -> None:
         size = len(self.data)
@@ -184,46 +209,91 @@ class _ChunkScan:
             except ChunkDamage as why:
                 resync, cut = _resync(self.data, pos + 1)
                 if resync is not None:
-                    self.damaged(pos, resync, str(why))
+                    self.add(Damage(pos, resync, str(why)), loses_frames=True)
                     pos = resync
                     continue
-                if why.truncated:
-                    cut = pos
-                if cut is not None and cut > pos:  # damage, then a last chunk that the end of the file cuts
-                    self.damaged(pos, cut, str(why))
-                    self.settle(_claimed_first_frame(self.data, cut, self.next_frame, self.frame_count))
-                truncated = f"truncated at byte {size}: file ends inside the chunk at byte {cut}"
-                self.damaged(pos if cut is None else cut, size, str(why) if cut is None else truncated)
+                self.tail(pos, pos if why.truncated else cut, str(why))
                 break
-            self.accept(chunk)
+            self.place(chunk)
             pos = chunk.end
-        self.settle(self.frame_count)
-        if self.frame_count is not None and self.next_frame < self.frame_count:
-            self.damage.append(Damage(size, size, f"truncated at byte {size}: file ends after frame "
-                                      f"{self.next_frame - 1}, the header promises {self.frame_count} frames",
-                                      range(self.next_frame, self.frame_count)))
+        self.finish()
 
-    def accept(self, chunk: ChunkInfo) -> None:
-        beyond = self.frame_count is not None and chunk.frames.stop > self.frame_count
-        if chunk.first_frame < self.next_frame or beyond:
-            self.settle(None)
-            limit = f"the header's {self.frame_count} frames" if beyond else "frames already read"
-            self.damage.append(Damage(chunk.offset, chunk.end, f"chunk holds frames {chunk.first_frame}-"
-                                      f"{chunk.frames.stop - 1}, overlapping {limit}"))
+    def add(self, damage: Damage, loses_frames: bool = False) -> None:
+        if loses_frames:
+            self.open.append(len(self.damage))
+        self.damage.append(damage)
+
+    def lose(self, k: int, frames: range | None, unknown_from: int | None = None) -> None:
+        self.damage[k] = replace(self.damage[k], frames=frames, unknown_from=unknown_from)
+
+    def place(self, chunk: ChunkInfo) -> None:
+        first, stop, e = chunk.first_frame, chunk.frames.stop, self.next_frame
+        room = MAX_CHUNK_FRAMES * (1 + (chunk.offset - self.last_end) // CHUNK_OVERHEAD)
+        said = f"chunk holds frames {first}-{stop - 1}"
+        if first < e:
+            self.add(Damage(chunk.offset, chunk.end, f"{said}, overlapping frames already read (up to {e - 1})"))
             return
-        if self.pending is not None:
-            self.settle(chunk.first_frame)
-        elif chunk.first_frame > self.next_frame:
-            self.damage.append(Damage(chunk.offset, chunk.offset, "frames missing before this chunk",
-                                      range(self.next_frame, chunk.first_frame)))
-        self.chunks.append(chunk)
-        self.next_frame = chunk.frames.stop
+        if self.frame_count is not None and stop > self.frame_count:
+            self.add(Damage(chunk.offset, chunk.end, f"{said}, beyond the header's {self.frame_count} frames"))
+            return
+        if first - e > room:
+            self.add(Damage(chunk.offset, chunk.end, f"{said}, but at most {room} frames can be missing before it "
+                            f"({chunk.offset - self.last_end} bytes since the last chunk accepted)"))
+            return
+        if self.open:  # the first damaged range of the gap takes the frames lost in it
+            self.lose(self.open[0], range(e, first))
+        elif first > e:
+            self.damage.append(Damage(chunk.offset, chunk.offset, "frames missing before this chunk", range(e, first)))
+        self.open = []
+        if chunk.known:
+            self.chunks.append(chunk)
+        else:
+            self.damage.append(Damage(chunk.offset, chunk.end, f"chunk profile {chunk.profile} is not known to this "
+                                      "reader, stepped over", chunk.frames))
+        self.next_frame, self.last_end = stop, chunk.end
+        self.largest = max(self.largest, chunk.count)
+
+    def tail(self, pos: int, cut: int | None, why: str) -> None:
+        """No intact chunk starts after `pos`: damaged bytes [pos, cut), then a chunk that the end of the file cuts
+        at `cut` (None: the damage runs to the end of the file)."""
+        size = len(self.data)
+        if cut is None:
+            self.add(Damage(pos, size, why), loses_frames=True)
+            return
+        if cut > pos:
+            self.add(Damage(pos, cut, why), loses_frames=True)
+            self.split = _claimed_first_frame(self.data, cut, self.next_frame, self.frame_count)
+        self.add(Damage(cut, size, f"truncated at byte {size}: the file ends inside the chunk at byte {cut}"),
+                 loses_frames=True)
+
+    def finish(self) -> None:
+        size, e, count = len(self.data), self.next_frame, self.frame_count
+        if not self.open and count is not None and e < count:
+            after = f"after frame {e - 1}" if e else "before frame 0"
+            self.add(Damage(size, size, f"truncated at byte {size}: the file ends {after}, the header promises "
+                            f"{count} frames"), loses_frames=True)
+        if self.open:
+            lost_from = e
+            if self.split is not None and len(self.open) == 2:  # the cut chunk's unchecked head splits the report
+                self.lose(self.open[0], range(e, self.split))
+                lost_from = self.split
+            if count is None:
+                self.lose(self.open[-1], None, unknown_from=lost_from)
+            else:
+                self.lose(self.open[-1], range(lost_from, count))
+        # N: past the last accepted chunk, frames are presented (for a decoder to conceal) only with a known count
+        # and only as far as the bytes after that chunk could hold chunks of the largest count accepted.
+        behind = size - self.last_end
+        if count is None or behind == 0:
+            self.presented = e
+        else:
+            self.presented = min(count, e + self.largest * (1 + behind // CHUNK_OVERHEAD))
 
 
-def _scan_chunks(data: memoryview, start: int, frame_count: int | None) -> tuple[list[ChunkInfo], list[Damage]]:
-    scan = _ChunkScan(data, frame_count)
+def _scan_chunks(data: memoryview, start: int, frame_count: int | None) -> _ChunkScan:
+    scan = _ChunkScan(data, start, frame_count)
     scan.run(start)
-    return scan.chunks, scan.damage
+    return scan
 
 
 def _resync(data: memoryview, pos: int) -> tuple[int | None, int | None]:

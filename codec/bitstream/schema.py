@@ -23,7 +23,7 @@ from construct import (
 
 MAGIC = b"\x89STV\r\n\x1a\n"  # PNG-style: a high bit, CR LF and ^Z catch text-mode and 7-bit mangling
 MAJOR_VERSION = 1
-MINOR_VERSION = 0
+MINOR_VERSION = 1  # 1.1: the reader rules of format_spec.md 1.1; the bytes of 1.0 are unchanged (a 1.0 file reads as before)
 SYNC = b"\xc5STC"  # starts every chunk; a reader scans for it to resync after damage
 
 N_ALPHA = 32
@@ -37,12 +37,14 @@ PROFILE_RAW = 0
 PROFILE_ENTROPY = 1
 PROFILE_NAMES = {PROFILE_RAW: "raw", PROFILE_ENTROPY: "entropy"}
 PROFILE_CODES = {name: code for code, name in PROFILE_NAMES.items()}
+PROFILES_FOR_TESTS = range(240, 256)  # never given a meaning: the "unknown profile" a reader must step over
 
 # Limits a reader enforces before allocating anything (format_spec.md "Limits").
 MAX_LATENT_ROWS = 64
 MAX_LATENT_DIM = 4096
-MAX_LATENT_VALUES = 1 << 19  # rows*dim <= 524288, i.e. the decompressed ID latent is at most 1 MiB
 MAX_CHUNK_FRAMES = 0xFFFF
+MAX_FRAME_COUNT = FRAME_COUNT_UNKNOWN - 1  # frames 0 .. 0xFFFFFFFD; a chunk's f + c may not exceed this
+MAX_ZSTD_WINDOW = 8 << 20  # RFC 8878's recommended decoder minimum; every field here decodes to less
 MAX_STYLE_LAYER = 25  # 26 style layers in a 1024x1024 StyleGAN2 (StyleSpace convention, format_spec.md)
 MAX_STYLE_CHANNEL = 511
 
@@ -90,3 +92,7 @@ ChunkHead = Struct(
 CHUNK_HEAD_SIZE = ChunkHead.sizeof()  # 16
 CRC_SIZE = 4
 CHUNK_OVERHEAD = CHUNK_HEAD_SIZE + CRC_SIZE  # 20 bytes around every payload
+
+# The smallest possible header: every fixed field, a 1-byte generator name, an empty ID latent field and no
+# extensions (a real header is larger: the latent's zstd frame takes at least 10 bytes).
+HEADER_MIN_SIZE = HEADER_PREFIX_SIZE + 16 + 1 + 1 + 32 + 4 * N_ALPHA + 8 * N_PARAMS + 8 + 2 + CRC_SIZE  # 488

@@ -19,10 +19,10 @@ from codec.cli.common import clean_errors, refuse_overwrite
 from codec.cli.stvinfo import parse_frame_range
 from codec.decoder.decode import (
     DecodeSettings,
+    damage_warnings,
     decode,
     decode_dtype,
     load_stream_generator,
-    lost_frame_ranges,
     pose_editor_for,
     resolve_device,
 )
@@ -127,12 +127,8 @@ def main(source: Path, out: Path | None, png_dir: Path | None, frame_range: str 
         replacement = load_identity(identity, header, generator, torch_device)
         latent, spec = replacement.latent, replacement.pose_spec or spec
     editor = pose_editor_for(spec, header.generator_name, torch_device)
-    lost = lost_frame_ranges(reader, start, stop)
-    if lost and not quiet:
-        for damage in reader.damage:
-            warn(f"{source}: damaged: {damage}")
-        n_lost = sum(len(r) for r in lost)
-        warn(f"{n_lost} of {stop - start} frames lost to damage are concealed (last good frame repeated)")
+    for line in [] if quiet else damage_warnings(reader, start, stop, str(source)):
+        warn(line)
     width, height = size or (header.width, header.height)
     frames = decode(reader, generator, editor, start, stop, settings, id_latent=latent)
     with contextlib.ExitStack() as stack:

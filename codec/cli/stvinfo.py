@@ -39,6 +39,8 @@ def summary_lines(reader: StvReader) -> list[str]:
     h, info = reader.header, format_info(reader)
     n, seconds = len(reader), duration_seconds(reader)
     count = f"{n}" if h.frame_count is not None else f"{n} (header: unknown, streamed)"
+    if reader.truncated:
+        count = f"{n} (header: {h.frame_count}, truncated)"
     lines = [
         f"file:        {reader.name}",
         f"size:        {reader.file_size} bytes (header {reader.header_size})",

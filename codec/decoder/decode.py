@@ -12,9 +12,11 @@ Memory is flat in the clip's length: at most one batch of images is alive; the r
 (70 bytes per frame) and one decoded chunk.
 
 Damage: a frame whose parameters were lost is concealed by repeating the last good picture, so the output keeps
-the header's frame count and timing. Before any good frame (damage at the very start) there is nothing to repeat;
-the concealment then shows the identity at rest: all 35 parameters zero (for the linear pose editor that is the
-ID latent's own picture; for StyleFlow, the ID turned to yaw = pitch = 0).
+its timing. The frames decoded are the reader's N (format_spec.md §9a), never more than the file's bytes back:
+frames lost below N are concealed; frames the header promises past N are a truncation, warned about and not
+decoded (a 3 kB file that claims 100,000 frames gives the frames it holds). Before any good frame (damage at the
+very start) there is nothing to repeat; the concealment then shows the identity at rest: all 35 parameters zero
+(for the linear pose editor that is the ID latent's own picture; for StyleFlow, the ID turned to yaw = pitch = 0).
 """
 
 from __future__ import annotations
@@ -182,6 +184,23 @@ def lost_frame_ranges(reader: StvReader, start: int, stop: int) -> list[range]:
         runs.append(range(start + k, start + j))
         k = j
     return runs
+
+
+def damage_warnings(reader: StvReader, start: int, stop: int, name: str) -> list[str]:
+    """The warnings of a decode of frames [start, stop) (format_spec.md §10, "Decoders"): each damaged place, how
+    many frames are concealed, and, when the decode reaches N, the frames promised past it that are not decoded."""
+    lost = lost_frame_ranges(reader, start, stop)
+    past = reader.truncated if stop == len(reader) else range(0)
+    if not lost and not past:
+        return []
+    lines = [f"{name}: damaged: {damage}" for damage in reader.damage]
+    if lost:
+        n_lost = sum(len(r) for r in lost)
+        lines.append(f"{n_lost} of {stop - start} frames lost to damage are concealed (last good frame repeated)")
+    if past:
+        lines.append(f"{name}: truncated: the header promises {past.stop} frames; frames {past.start}-{past.stop - 1} "
+                     f"lie past the end of the file's data and are not decoded")
+    return lines
 
 
 def decode(reader: StvReader, generator: torch.nn.Module, editor: PoseEditor, start: int = 0,
