@@ -138,7 +138,8 @@ def download(url: str, dest: Path, expected_sha256: str | None, expected_prefix:
                             bar.update(len(block))
             except (http.client.HTTPException, OSError) as exc:  # the bytes so far stay in the .part file
                 raise ModelError(f"download of {url} interrupted at {part.stat().st_size} bytes "
-                                 f"({type(exc).__name__}); run the fetch again to resume") from exc
+                                 f"({getattr(exc, 'strerror', None) or exc or 'connection lost'}); run the fetch again "
+                                 "to resume") from exc
             finally:
                 if bar is not None:
                     bar.close()

@@ -15,7 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from codec.bitstream import StvReader
-from codec.cli.common import clean_errors, refuse_overwrite
+from codec.cli.common import check_output, clean_errors, prepare_kernel
 from codec.cli.stvinfo import parse_frame_range
 from codec.decoder.decode import (
     DecodeSettings,
@@ -112,7 +112,7 @@ def main(source: Path, out: Path | None, png_dir: Path | None, frame_range: str 
     if out is None and png_dir is None:
         raise StvError("nothing to write: give OUT and/or --png DIR")
     if out is not None:
-        refuse_overwrite(out, overwrite)
+        check_output(out, overwrite)
     reader = StvReader(source)
     header = reader.header
     start, stop = parse_frame_range(frame_range, len(reader))
@@ -129,6 +129,7 @@ def main(source: Path, out: Path | None, png_dir: Path | None, frame_range: str 
     editor = pose_editor_for(spec, header.generator_name, torch_device)
     for line in [] if quiet else damage_warnings(reader, start, stop, str(source)):
         warn(line)
+    prepare_kernel(PROG, torch_device, quiet)
     width, height = size or (header.width, header.height)
     frames = decode(reader, generator, editor, start, stop, settings, id_latent=latent)
     with contextlib.ExitStack() as stack:

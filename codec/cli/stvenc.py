@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from codec.cli.common import clean_errors, refuse_overwrite
+from codec.cli.common import check_input_file, check_output, clean_errors, prepare_kernel
 from codec.encoder.encode import EncodeSettings
 
 DEFAULTS = EncodeSettings()
@@ -31,7 +31,7 @@ def _frame_range(text: str | None) -> tuple[int, int | None]:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("video", type=click.Path(path_type=Path))
-@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
 @click.option("--model", "generator", default="tiny", show_default=True,
               help="generator from the model registry (`stv-weights list`): 'tiny' ships here; "
                    "'stylegan2-ffhq-config-f' after `stv-weights fetch`")
@@ -70,12 +70,10 @@ def main(video, out, generator, device, frame_range, profile, inverter, project_
     from codec.encoder.invert import ProjectSettings
     from codec.encoder.pipeline import Part1Settings
     from codec.encoder.refine import RefineSettings
-    from codec.errors import InputError
 
     logging.basicConfig(level=logging.ERROR if quiet else logging.WARNING, format="stvenc: %(message)s")
-    if not video.is_file():
-        raise InputError(f"{video}: no such file")
-    refuse_overwrite(out, overwrite)
+    check_input_file(video)
+    check_output(out, overwrite)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     settings = EncodeSettings(
@@ -86,6 +84,7 @@ def main(video, out, generator, device, frame_range, profile, inverter, project_
         refine=RefineSettings(rounds=refine_rounds),
     )
     note = "stvenc " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    prepare_kernel("stvenc", device, quiet)
     report = encode_video(video, out, settings, device=device, work_dir=work_dir, progress=not quiet, note=note)
     if not quiet:
         click.echo(f"{out}: {report.frames} frames, ID latent from frame {report.id_frame}, "

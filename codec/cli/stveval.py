@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from tqdm.auto import tqdm
 
-from codec.cli.common import clean_errors
+from codec.cli.common import check_input_file, clean_errors
 from codec.decoder.decode import resolve_device
 from codec.eval.metrics import Evaluator, paired_batches
 from codec.preprocess.video import probe, read_frames
@@ -61,6 +61,8 @@ def main(ref: Path, test: Path, as_json: bool, per_frame: bool, no_lpips: bool, 
 
     Both videos must have the same frame size; frames are paired in order up to the shorter video (the counts
     are reported). FID and FVD are listed as skipped: their networks' weights are not available offline."""
+    check_input_file(ref)
+    check_input_file(test)
     total = min(probe(ref).frame_count, probe(test).frame_count)
     evaluator = Evaluator(resolve_device(device), lpips=not no_lpips, identity=not no_identity,
                           dlib_identity=not no_identity)

@@ -10,7 +10,7 @@ import numpy as np
 
 from codec.bitstream import PARAM_NAMES, StvReader
 from codec.bitstream.probe import duration_seconds, format_info, probe, profile_summary
-from codec.cli.common import atomic_output, clean_errors, refuse_overwrite
+from codec.cli.common import atomic_output, check_output, clean_errors
 from codec.errors import StvError
 
 PROG = "stvinfo"
@@ -116,7 +116,7 @@ def main(
     StyleSpace units, yaw and pitch in pose-slider units, roll in degrees). Exit status: 0 fine, 1 damage found
     by --validate, 2 the file cannot be read at all (one line on stderr)."""
     if plot is not None:
-        refuse_overwrite(plot, overwrite)
+        check_output(plot, overwrite)
     reader = StvReader(file)
     start, stop = parse_frame_range(frame_range, len(reader))
     problems = reader.validate() if validate else []

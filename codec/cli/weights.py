@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from codec.cli.common import atomic_output, clean_errors, refuse_overwrite
+from codec.cli.common import atomic_output, check_input_file, check_output, clean_errors
 from codec.errors import ModelError
 
 PROG = "stv-weights"
@@ -69,8 +69,8 @@ def fetch(name: str, allow_unverified: bool, quiet: bool) -> None:
 
 
 @main.command()
-@click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Output .safetensors (default: the cache file of stylegan2-ffhq-config-f).")
 @click.option("--kind", type=click.Choice(["auto", "e4e", "nvidia"]), default="auto",
               help="Input format: an e4e/pSp checkpoint (.pt) or an NVIDIA stylegan2-ada pickle (.pkl).")
@@ -84,11 +84,13 @@ def convert(source: Path, output: Path | None, kind: str, overwrite: bool) -> No
     """
     from codec import zoo
 
+    check_input_file(source)
     if kind == "auto":
         kind = "nvidia" if source.suffix == ".pkl" else "e4e"
-    output = output or zoo.location("stylegan2-ffhq-config-f")
-    refuse_overwrite(output, overwrite)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    if output is None:
+        output = zoo.location("stylegan2-ffhq-config-f")
+        output.parent.mkdir(parents=True, exist_ok=True)
+    check_output(output, overwrite)
     g = zoo.generator_from_nvidia_pickle(source) if kind == "nvidia" else zoo.generator_from_e4e(source)
     with atomic_output(output) as tmp:
         zoo.save_generator(g, tmp, {"converted_from": source.name, "kind": kind})

@@ -442,7 +442,8 @@ def table_from_json(data: dict) -> ChannelTable:
                             str(data.get("made_by", "")), dict(data.get("settings") or {}), details,
                             {k: v for k, v in data.items() if k not in TABLE_KEYS})
     except (KeyError, TypeError, ValueError) as exc:
-        raise StvError(f"not a channel table: {type(exc).__name__}: {exc}") from exc
+        reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise StvError(f"not a channel table: {reason}") from exc
 
 
 def _optional_float(value) -> float | None:

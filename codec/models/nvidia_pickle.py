@@ -112,7 +112,8 @@ def read_pickle(file: Path) -> Any:
         except ModelError:
             raise
         except Exception as exc:  # truncated / foreign files
-            raise ModelError(f"{file}: cannot read as a network pickle: {type(exc).__name__}: {exc}") from exc
+            reason = str(exc) or "damaged or not a pickle"
+            raise ModelError(f"{file}: cannot read as a network pickle ({reason})") from exc
 
 
 def module_tensors(node: Persistent, prefix: str = "") -> dict[str, torch.Tensor]:

@@ -44,17 +44,23 @@ class VideoInfo:
 def _open_video(path: str | Path) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: no such file")
+        raise InputError(f"{path}: is a directory, not a video" if path.is_dir() else f"{path}: no such file")
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not a readable video ({exc})") from exc
+        raise InputError(f"{path}: not a readable video ({_reason(exc)})") from exc
     try:
         if not container.streams.video:
             raise InputError(f"{path}: contains no video stream")
         yield container, container.streams.video[0]
     finally:
         container.close()
+
+
+def _reason(exc: Exception) -> str:
+    """FFmpeg's words for an error, without its errno and the file name ('invalid data found when ...')."""
+    text = getattr(exc, "strerror", None) or str(exc) or "unknown error"
+    return text[:1].lower() + text[1:]
 
 
 def _display_rotation(stream: av.video.stream.VideoStream, first_frame: av.VideoFrame | None) -> int:
@@ -89,7 +95,7 @@ def _first_frame(container, stream, path) -> av.VideoFrame:
         for frame in container.decode(stream):
             return frame
     except av.error.FFmpegError as exc:
-        raise InputError(f"{path}: video data cannot be decoded ({exc})") from exc
+        raise InputError(f"{path}: video data cannot be decoded ({_reason(exc)})") from exc
     raise InputError(f"{path}: the video has no frames")
 
 
@@ -108,7 +114,7 @@ def read_frames(path: str | Path, start: int = 0, stop: int | None = None) -> It
                     yield np.ascontiguousarray(np.rot90(image, quarter_turns)) if quarter_turns else image
                 index += 1
         except av.error.FFmpegError as exc:
-            raise InputError(f"{path}: video data cannot be decoded after frame {index} ({exc})") from exc
+            raise InputError(f"{path}: video data cannot be decoded after frame {index} ({_reason(exc)})") from exc
         if index == 0:
             raise InputError(f"{path}: the video has no frames")
 
