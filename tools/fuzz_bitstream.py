@@ -1,7 +1,7 @@
 """Fuzz the .stv reader and the `stvinfo` paths with mutations of the golden files; count the outcomes.
 
-    python tools/fuzz_bitstream.py [--inputs N] [--seed S] [--jobs J] [--time-limit SECONDS] [--json]
-                                   [--save-failures DIR]
+    python tools/fuzz_bitstream.py [--inputs N] [--seed S] [--jobs J] [--engine mutate|atheris]
+                                   [--time-limit SECONDS] [--json] [--save-failures DIR]
 
 Inputs are mutations of the golden files in tests/data (format_spec.md names every field they touch):
 
@@ -16,7 +16,9 @@ Inputs are mutations of the golden files in tests/data (format_spec.md names eve
 - and after most mutations the header CRC and every chunk CRC are recomputed, so that mutations get past the
   checksums to the checks behind them.
 
-Input i is a pure function of (seed, i): a failure is reproduced by its index alone.
+Input i is a pure function of (seed, i): a failure is reproduced by its index alone. `--engine atheris`
+(pip install atheris) instead lets libFuzzer's coverage feedback choose what to mutate, with these mutations and
+its own, in one process; the outcomes are classified the same way.
 
 Each input is driven through what a user can ask of a file, in process: `StvReader` (open, `validate()`,
 `iter_available()`, `list(reader)`, random access to the first, middle and last frame) and what `stvinfo` calls
@@ -45,6 +47,7 @@ import argparse
 import functools
 import json
 import multiprocessing
+import os
 import random
 import signal
 import sys
@@ -140,16 +143,20 @@ def header_fields(data: bytes) -> tuple[list[Field], int]:
 
 
 def load_seeds(directory: Path = SEED_DIR) -> list[Seed]:
+    """Every golden file the reader opens (intact or damaged on purpose); those it rejects add nothing a mutation
+    of another golden would not reach."""
     seeds = []
     for path in sorted(directory.glob("*.stv")):
         data = path.read_bytes()
-        reader = StvReader(data)
-        assert not reader.damage, f"{path} is not an intact golden file"
+        try:
+            reader = StvReader(data)
+        except BitstreamError:
+            continue
         fields, ext_at = header_fields(data)
         seeds.append(Seed(path.name, data, reader.header_size, tuple(fields), ext_at,
                           tuple((c.offset, c.end) for c in reader.chunks)))
     if not seeds:
-        raise SystemExit(f"no .stv seed files in {directory}")
+        raise SystemExit(f"no readable .stv seed files in {directory}")
     return seeds
 
 
@@ -707,7 +714,7 @@ def save_failures(campaign: Campaign, directory: Path, seed: int, time_limit: fl
     directory.mkdir(parents=True, exist_ok=True)
     seeds = load_seeds()
     for number, (signature, f) in enumerate(sorted(campaign.failures.items())):
-        data, _ = make_input(seeds, seed, f["index"])
+        data = f.pop("data") if "data" in f else make_input(seeds, seed, f["index"])[0]
         small = shrink(data, signature, time_limit)
         name = f"{signature.split(':')[0]}-{number:02d}"
         (directory / f"{name}.stv").write_bytes(small)
@@ -720,21 +727,67 @@ def save_failures(campaign: Campaign, directory: Path, seed: int, time_limit: fl
         f["saved"] = str(directory / f"{name}.stv")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--inputs", type=int, default=20_000, help="inputs to run (default 20000)")
-    parser.add_argument("--seed", type=int, default=0, help="campaign seed: input i is a function of (seed, i)")
-    parser.add_argument("--jobs", type=int, default=min(2, multiprocessing.cpu_count()), help="processes")
-    parser.add_argument("--time-limit", type=float, default=DEFAULT_TIME_LIMIT, help="seconds per input")
-    parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
-    parser.add_argument("--save-failures", type=Path, metavar="DIR", help="write a shrunk reproducer per failure")
-    args = parser.parse_args(argv)
-    campaign = run_campaign(args.inputs, args.seed, args.jobs, args.time_limit)
+def run_atheris(inputs: int, seed: int, time_limit: float, finish) -> None:
+    """Coverage-guided: libFuzzer (atheris) picks which inputs to mutate by the reader's coverage; the mutations
+    are libFuzzer's byte mutations or this tool's (half each), the outcomes the same as `run_campaign`'s. Runs
+    in this process; after `inputs` inputs calls finish(campaign) and exits with what it returns. Input numbers
+    in the report count executions (a failure's bytes are kept for --save-failures)."""
+    import tempfile
+
+    import atheris
+
+    seeds = load_seeds()
+    corpus = Path(tempfile.mkdtemp(prefix="stv-fuzz-corpus-"))
+    for s in seeds:
+        (corpus / s.name).write_bytes(s.data)
+    campaign = Campaign(inputs, 0.0, Counter(), 0, {})
+    names, weights = zip(*((n, w) for n, (_, w) in MUTATORS.items()))
+    started = []  # the clock starts at the first input (instrumenting every loaded function takes a while)
+
+    def mutate(data: bytes, max_size: int, mutation_seed: int) -> bytes:
+        rng = random.Random(mutation_seed)
+        if rng.random() < 0.5:
+            return atheris.Mutate(data, max_size)
+        out = bytearray(data)
+        name = rng.choices(names, weights)[0]
+        MUTATORS[name][0](rng, out, seeds)
+        if name in BYTE_LEVEL and rng.random() < 0.6:
+            fix_all(out)
+        return bytes(out[:max_size])
+
+    def one_input(data: bytes) -> None:
+        index = sum(campaign.counts.values())
+        started.append(time.perf_counter()) if not started else None
+        result = run_one(data, time_limit)
+        campaign.counts[result.outcome] += 1
+        campaign.damaged += result.damaged
+        if result.outcome in FAILURES:
+            entry = campaign.failures.setdefault(result.signature, {
+                "count": 0, "index": index, "detail": result.detail, "mutations": ["atheris"], "size": len(data),
+                "data": bytes(data)})
+            entry["count"] += 1
+        if index + 1 >= inputs:
+            campaign.seconds = time.perf_counter() - started[0]
+            sys.stdout.flush()
+            os._exit(finish(campaign))
+
+    atheris.instrument_all()
+    atheris.Setup([sys.argv[0], "-max_len=65536", f"-seed={seed + 1}", "-print_final_stats=0", str(corpus)],
+                  one_input, custom_mutator=mutate)
+    atheris.Fuzz()
+
+
+def report(campaign: Campaign, args: argparse.Namespace) -> int:
+    """Save reproducers if asked, print the figures (and the JSON line); the exit status: 1 if anything failed."""
     if args.save_failures and campaign.failures:
         save_failures(campaign, args.save_failures, args.seed, args.time_limit)
-    figures = campaign.figures(args.seed, args.jobs, args.time_limit)
+    for f in campaign.failures.values():
+        f.pop("data", None)
+    jobs = 1 if args.engine == "atheris" else args.jobs
+    figures = campaign.figures(args.seed, jobs, args.time_limit)
+    figures["engine"] = args.engine
     print(f"{campaign.inputs} inputs in {campaign.seconds:.1f} s: {figures['inputs_per_second']} inputs/s "
-          f"({args.jobs} processes, seed {args.seed})")
+          f"({args.engine}, {jobs} processes, seed {args.seed})")
     for name in OUTCOMES:
         extra = f" ({campaign.damaged} of them with damage reported)" if name == "ok" else ""
         print(f"  {name:16s} {figures['outcomes'][name]}{extra}")
@@ -744,6 +797,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(figures))
     return 1 if any(figures["outcomes"][k] for k in FAILURES) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--inputs", type=int, default=20_000, help="inputs to run (default 20000)")
+    parser.add_argument("--seed", type=int, default=0, help="campaign seed: input i is a function of (seed, i)")
+    parser.add_argument("--jobs", type=int, default=min(2, multiprocessing.cpu_count()), help="processes")
+    parser.add_argument("--engine", choices=["mutate", "atheris"], default="mutate",
+                        help="mutate: seeded mutations of the goldens, reproducible by index, over --jobs "
+                             "processes; atheris: coverage-guided (libFuzzer), one process")
+    parser.add_argument("--time-limit", type=float, default=DEFAULT_TIME_LIMIT, help="seconds per input")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    parser.add_argument("--save-failures", type=Path, metavar="DIR", help="write a shrunk reproducer per failure")
+    args = parser.parse_args(argv)
+    if args.engine == "atheris":
+        run_atheris(args.inputs, args.seed, args.time_limit, lambda campaign: report(campaign, args))
+    return report(run_campaign(args.inputs, args.seed, args.jobs, args.time_limit), args)
 
 
 if __name__ == "__main__":
