@@ -12,14 +12,12 @@ import torch.nn.functional as F
 import codec.ops as ops
 from codec.ops import extension
 from codec.ops.modulated_conv import blur_kernel_2d, modulated_conv_reference
+from extension_required import cpu_extension
 
 
 @pytest.fixture(scope="module")
 def cpu_ext():
-    module, why = extension.load("cpu")
-    if module is None:
-        pytest.skip(f"CPU extension unavailable: {why}")
-    return module
+    return cpu_extension()
 
 
 def _case(gen, batch, in_ch, out_ch, k, size, upsample, demodulate, with_noise, with_bias, activate,

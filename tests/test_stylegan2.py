@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from codec import zoo
+from codec import ops, zoo
 from codec.models.stylegan2 import Generator, GeneratorConfig
 from codec.models.stylespace import apply_offsets
+from extension_required import cpu_extension
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,8 +57,21 @@ def test_flatten_unflatten_round_trip(g, w_plus):
 
 
 @torch.no_grad()
-def test_generator_equals_stylespace_synthesis_exactly(g, w_plus):
-    assert torch.equal(g(w_plus), g.synthesize(g.styles(w_plus)))
+def test_each_w_plus_row_drives_the_layers_of_the_rosinality_convention(g, w_plus):
+    """DESIGN §7: conv1 <- w[0], to_rgb1 <- w[1], then per block conv_up <- w[i], conv <- w[i+1],
+    to_rgb <- w[i+2], i += 2 (a toRGB shares its row with the next block's first conv). Moving one row of W+
+    must change exactly those layers' styles, and the picture."""
+    expected_rows = [0, 1]
+    for block in range(len(g.to_rgbs)):
+        expected_rows += [1 + 2 * block, 2 + 2 * block, 3 + 2 * block]
+    assert len(expected_rows) == len(g.layout.layers)
+    base_styles, base_image = g.styles(w_plus), g(w_plus)
+    for row in range(g.n_latent):
+        moved = w_plus.clone()
+        moved[:, row] += 1.0
+        changed = [i for i, (a, b) in enumerate(zip(g.styles(moved), base_styles)) if not torch.equal(a, b)]
+        assert changed == [i for i, r in enumerate(expected_rows) if r == row], row
+        assert (g(moved) - base_image).abs().max() > 1e-3 if changed else torch.equal(g(moved), base_image), row
 
 
 @torch.no_grad()
@@ -121,10 +135,15 @@ def test_same_input_same_bytes_across_runs_and_processes(g, w_plus):
 
 @torch.no_grad()
 def test_fused_path_matches_reference_path(g, w_plus, monkeypatch):
+    cpu_extension()  # without the kernel both runs below would take the reference path (fails under CI=true)
+    monkeypatch.delenv("STV_OPS", raising=False)
+    assert ops.active_kernel("cpu") == "cpu"
     fused = g(w_plus)
     monkeypatch.setenv("STV_OPS", "reference")
+    assert ops.active_kernel("cpu") == "reference"
     reference = g(w_plus)
     assert (fused - reference).abs().max().item() <= 1e-4
+    assert not torch.equal(fused, reference)  # two summation orders: the paths really differ in the last bits
 
 
 @torch.no_grad()
