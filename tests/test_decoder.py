@@ -1,8 +1,11 @@
-"""The decoder stage: equality with the shared renderer, determinism (golden checksum), damage concealment,
+"""The decoder stage: equality with the shared renderer, a portable golden, damage concealment,
 puppeteering, sub-ranges and resizing. Tiny generator, 10 frames of 64x64: a few seconds in all."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -12,11 +15,12 @@ from codec.bitstream import StvReader
 from codec.decoder.decode import DecodeSettings, decode, lost_frame_ranges, render_params, to_uint8
 from codec.decoder.render import apply_roll, render
 from codec.errors import BitstreamError
+from extension_required import cpu_extension
 from test_decoder_helpers import (
     CHUNK,
+    GOLDEN_FRAMES,
     N_FRAMES,
     STYLE_INDICES,
-    frames_sha256,
     generator,  # noqa: F401  (pytest fixture)
     seeded_editor,
     seeded_latent,
@@ -25,15 +29,23 @@ from test_decoder_helpers import (
 
 SETTINGS = DecodeSettings(batch=CHUNK)
 
-# sha256 of the 10 decoded frames (uint8 RGB, in order) of write_stream(..., latent_seed=1, track_seed=0) with
-# seeded_editor(seed=0), batch 4, on the CPU. Recorded from a run of this test on 2026-11-25. Keyed by the
-# modulation path: the fused CPU kernel and the PyTorch reference sum in different orders, and 3 of the 122880
-# values of the 10 frames differ by one level between them, so each path has its own golden. Any change to rendering, roll,
-# quantisation or the tiny weights changes the checksum.
-GOLDEN_SHA256 = {
-    "cpu": "e315e33ab6e825128fd8f0556f0f5af336040443e61903824ca96d5576c7ff28",
-    "reference": "3a187512b8cf295bb2db228419ccbbf5b8200a31c92c37df91536c2a7731b77a",
-}
+# The golden (issue 11): frames GOLDEN_FRAMES of write_stream(..., latent_seed=1, track_seed=0) decoded with
+# seeded_editor(seed=0), batch 4, on the CPU, stored as PNG by tools/make_decoder_golden.py. It is not compared bit
+# for bit: float convolutions are not bit-identical across CPUs (oneDNN and the BLAS under both paths pick kernels
+# by instruction set), so another machine may round a value to the neighbouring grey level (an AVX-512 Xeon did,
+# against the former sha256 golden). How large that is, measured here (2-core x86, 2026-11-29) over all 10 frames
+# (122880 values) against the golden's own decode: the fused and the reference paths, 1 and 2 threads, batches
+# of 1, 2, 4 and 10 give float images within 1.5e-6 of each other (1.9e-4 grey levels), which after rounding
+# moves at most 4 values (3.3e-5 of them), each by exactly one level. A float change of d levels can only flip
+# values lying within d of a rounding boundary: 1.8e-4 of the values for d = 1e-4, 2.2e-3 for d = 1e-3.
+# Tolerance: no value off by more than one level, and at most 0.1% of the values off by one: 30 times the worst
+# seen here, room for another machine's float error to be several times this one's. A real change (roll,
+# pose, quantisation, the weights, the rounding to uint8) moves a large share of the values or moves them by
+# several levels. Bit-exactness on one machine (same batches: seek against sequential decode, truncation,
+# concealment) stays asserted exactly by the tests below.
+GOLDEN_PNG = Path(__file__).resolve().parent / "data" / "decoder_golden.png"
+GOLDEN_MAX_LEVELS = 1
+GOLDEN_MAX_OFF_FRACTION = 1e-3
 
 
 def decode_all(path, generator, editor, **kwargs):
@@ -70,10 +82,26 @@ def test_decode_equals_the_shared_renderer_bit_exactly(stream, full, generator):
     assert all(np.abs(a.image.astype(int) - b.image).mean() > 1 for a, b in zip(frames, frames[1:]))
 
 
-def test_golden_checksum(full):
-    digest = frames_sha256(f.image for f in full)
-    kernel = ops.active_kernel("cpu")
-    assert digest == GOLDEN_SHA256[kernel], f"decoded frames changed on the {kernel} path: sha256 {digest}"
+def golden_frames() -> np.ndarray:
+    strip = cv2.cvtColor(cv2.imread(str(GOLDEN_PNG)), cv2.COLOR_BGR2RGB)  # 64 x (64 * len(GOLDEN_FRAMES)) RGB
+    return strip.reshape(64, len(GOLDEN_FRAMES), 64, 3).transpose(1, 0, 2, 3)
+
+
+@pytest.mark.parametrize("kernel, batch", [("cpu", CHUNK), ("reference", CHUNK), ("cpu", 1)])
+def test_golden_frames_within_cross_machine_tolerance(stream, generator, monkeypatch, kernel, batch):
+    """Both CPU paths, and another batch size, decode to the golden within the tolerance stated above."""
+    if kernel == "cpu":
+        cpu_extension()  # the fused path must be the one tested (fails under CI=true when it does not build)
+        monkeypatch.delenv("STV_OPS", raising=False)
+    else:
+        monkeypatch.setenv("STV_OPS", "reference")
+    assert ops.active_kernel("cpu") == kernel
+    frames = decode_all(stream[0], generator, seeded_editor(generator), settings=DecodeSettings(batch=batch))
+    got = np.stack([frames[k].image for k in GOLDEN_FRAMES]).astype(int)
+    diff = np.abs(got - golden_frames())
+    off = (diff > 0).mean()
+    assert diff.max() <= GOLDEN_MAX_LEVELS and off <= GOLDEN_MAX_OFF_FRACTION, \
+        f"decoded frames moved on the {kernel} path: max {diff.max()} levels, {off:.2e} of the values differ"
 
 
 def test_truncated_stream_decodes_whole_chunks_and_conceals_the_rest(tmp_path, stream, full, generator):

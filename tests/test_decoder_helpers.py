@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,9 @@ from codec.models.pose import LinearPoseEditor
 GENERATOR = "tiny"
 N_FRAMES = 10
 CHUNK = 4  # = the tests' decode batch, so a truncated file's whole chunks render in the same batches
+# frames of the test stream kept in tests/data/decoder_golden.png (tools/make_decoder_golden.py): one per decode
+# batch of 4, roll 0, positive and negative
+GOLDEN_FRAMES = (0, 3, 6, 8)
 # 32 (layer, channel) pairs on the tiny generator's non-toRGB layers (channel < 32 exists in every layer)
 STYLE_INDICES = tuple((layer, (7 * k + layer) % 32) for k, layer in enumerate([0, 2, 3, 5, 6, 8, 9, 11, 12] * 4))[:32]
 
@@ -68,10 +70,3 @@ def write_stream(path: Path, generator, n: int = N_FRAMES, latent_seed: int = 1,
     with StvWriter(path, header, chunk_frames=CHUNK) as writer:
         writer.append(records)
     return Path(path), dequantise(records, header.quant)
-
-
-def frames_sha256(frames) -> str:
-    h = hashlib.sha256()
-    for image in frames:
-        h.update(np.ascontiguousarray(image).tobytes())
-    return h.hexdigest()
