@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from codec.bitstream import StvReader, StvWriter
 from codec.cli.stvdec import main
-from codec.decoder.decode import DecodeSettings, decode, pose_editor_for
+from codec.decoder.decode import DecodeSettings, decode, pose_editor_for, to_uint8
 from codec.preprocess.video import probe, read_frames
 from test_decoder_helpers import CHUNK, N_FRAMES, generator, write_stream  # noqa: F401
 
@@ -83,32 +83,57 @@ def test_identity_from_another_stream(tmp_path, stream, generator):
 
 
 def test_identity_from_a_face_photo(tmp_path, stream, generator):
-    """A real photo (scikit-image's astronaut) aligned and inverted like an encoder frame drives the same motion:
-    the puppet's frames follow the puppet's latent and resemble it more than the stream's own identity (a seeded
-    ArcFace-shaped stand-in measures it: the tiny model draws no real faces, so this checks the mechanism)."""
+    """A real photo (scikit-image's astronaut), aligned and inverted like an encoder frame, drives the stream's
+    motion, and the puppet looks like the photo, measured against the photo itself (not against the code's own
+    inversion): each decoded frame is closer to the aligned photo than the same frame decoded on the stream's own
+    identity is. The official ArcFace measures it when installed; without it (the tiny model draws no real faces)
+    the measure is the mean absolute pixel difference (measured: 49-54 grey levels against 58-67 for the stream's
+    identity), and the re-synthesised photo G(inversion) must also be nearer the photo than the stream's identity
+    and a dozen other identities of the generator are (50 against 59-74). Ignoring the photo (decoding on the
+    stream's own identity, or on another latent) fails these."""
     from skimage.data import astronaut
 
     from codec.encoder.identity_image import id_latent_from_image
-    from codec.models.arcface import seeded_standin
+    from codec.eval.metrics import identity_network
+    from codec.preprocess.align import align_video
 
     photo = tmp_path / "astronaut.png"
     cv2.imwrite(str(photo), cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR))
     pngs = tmp_path / "puppet"
     result = run(stream, "--png", pngs, "--identity", photo, "--batch", CHUNK, "-q")
     assert result.exit_code == 0, result.output
+    got = np.stack([cv2.cvtColor(cv2.imread(str(pngs / f"frame_{k:06d}.png")), cv2.COLOR_BGR2RGB)
+                    for k in range(N_FRAMES)])
+    own = np.stack(stage_frames(stream, generator))
+    aligned = next(align_video([astronaut()], output_size=generator.size)).image  # what the inversion was given
+
+    def to_tensor(images):
+        return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+    arcface, _ = identity_network(torch.device("cpu"))
+    if arcface is not None:  # official weights: similarity of identities (higher is closer)
+        def closeness(a, b):
+            with torch.no_grad():
+                return arcface.identity_similarity(to_tensor(a), to_tensor(b)).numpy()
+    else:  # stand-in: minus the mean absolute pixel difference, in grey levels
+        def closeness(a, b):
+            return -np.abs(a.astype(float) - b).mean(axis=(1, 2, 3))
+    puppet_to_photo = closeness(got, np.broadcast_to(aligned, got.shape))
+    source_to_photo = closeness(own, np.broadcast_to(aligned, own.shape))
+    assert (puppet_to_photo > source_to_photo).all(), (puppet_to_photo, source_to_photo)
+    # the CLI's frames are the library inversion's (deterministic) played with the stream's motion ...
     puppet_latent = id_latent_from_image(photo, generator, "tiny")
-    expected = stage_frames(stream, generator, id_latent=puppet_latent.numpy())
-    got = [cv2.cvtColor(cv2.imread(str(pngs / f"frame_{k:06d}.png")), cv2.COLOR_BGR2RGB) for k in range(N_FRAMES)]
-    for k, want in enumerate(expected):  # same latent (the inversion is deterministic) -> same pictures
-        np.testing.assert_array_equal(got[k], want)
-    own_id = StvReader(stream).header.id_latent.astype(np.float32)
-    with torch.no_grad():
-        faces = generator(torch.stack([puppet_latent, torch.from_numpy(own_id)]))
-    frames = torch.from_numpy(np.stack(got)).permute(0, 3, 1, 2).float() / 127.5 - 1
-    identity = seeded_standin(0)
-    to_puppet = identity.identity_similarity(frames, faces[:1].expand(len(frames), -1, -1, -1))
-    to_source = identity.identity_similarity(frames, faces[1:].expand(len(frames), -1, -1, -1))
-    assert bool((to_puppet > to_source).all()), (to_puppet, to_source)
+    np.testing.assert_array_equal(got, np.stack(stage_frames(stream, generator, id_latent=puppet_latent.numpy())))
+    if arcface is None:
+        # ... and that inversion, rendered at rest, resembles the photo more than the stream's identity and other
+        # samples of the generator do
+        with torch.no_grad():
+            source = torch.from_numpy(StvReader(stream).header.id_latent.astype(np.float32))
+            z = torch.randn(12, generator.style_dim, generator=torch.Generator().manual_seed(5))
+            others = generator.mapping(z)[:, None].expand(-1, generator.n_latent, -1)
+            rest = to_uint8(generator(torch.cat([torch.stack([puppet_latent, source]), others])))
+        distance = -closeness(rest, np.broadcast_to(aligned, rest.shape))
+        assert distance[0] < distance[1:].min(), distance
 
 
 def test_truncated_stream_warns_and_keeps_the_frame_count(tmp_path, stream, generator):

@@ -91,8 +91,8 @@ def warn(message: str) -> None:
 @click.option("--size", "size_text", metavar="W|WxH",
               help="Output size (default: the header's); W alone keeps the aspect ratio.")
 @click.option("--identity", type=click.Path(path_type=Path), metavar="FILE",
-              help="Puppeteer: play this stream's motion on FILE's face (another .stv's ID latent; "
-                   "face images need the encoder's inversion stage).")
+              help="Puppeteer: play this stream's motion on FILE's face: another .stv (its ID latent) or a "
+                   "face photo (aligned and inverted like an encoder frame; takes a while).")
 @click.option("--device", default="auto", show_default=True,
               help="auto (cuda when available), cpu, cuda or cuda:N. float16 on GPU, float32 on CPU.")
 @click.option("--batch", default=4, show_default=True, type=click.IntRange(1, 256),
