@@ -219,6 +219,16 @@ def test_tool_refuses_to_overwrite(tmp_path):
     assert run.stderr.strip().splitlines() == [f"sensitivity: error: {out} exists; pass -y to overwrite"]
 
 
+# The gammas are float32 LPIPS averages over thousands of renders: their last digits follow the summation order,
+# which another CPU's kernels change (issue 11). Measured relative differences from the shipped table: an AVX-512
+# Xeon up to 2.4e-6 (8 of 32); here, the PyTorch reference path instead of the fused kernel up to 2.6e-6 (13 of
+# 32, median 8.8e-7; renders in batches of 16 instead of 64 changed nothing); the fused kernel's own change of
+# summation order (commit eec9e7b) up to 3.3e-6. The tolerance is about 10 times the largest: room for other
+# kernels' rounding, while a change to what is computed rather than to its rounding still shows (the channels
+# and regions, which such differences must never change, are compared exactly).
+GAMMA_RTOL_ACROSS_MACHINES = 3e-5
+
+
 @pytest.mark.slow
 def test_tool_reproduces_the_shipped_tiny_table(tmp_path):
     """The full analysis (~2 min on 2 idle cores, ~7 min when shared) gives back the shipped table's channels."""
@@ -227,7 +237,7 @@ def test_tool_reproduces_the_shipped_tiny_table(tmp_path):
                          capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-2000:]
     made, shipped = S.load_channel_table(out), S.load_channel_table(TINY_TABLE)
-    assert made.indices == shipped.indices and made.regions == shipped.regions
-    np.testing.assert_allclose(made.gammas, shipped.gammas, rtol=1e-6)
+    assert made.indices == shipped.indices and made.regions == shipped.regions  # the choice itself: exact
+    np.testing.assert_allclose(made.gammas, shipped.gammas, rtol=GAMMA_RTOL_ACROSS_MACHINES)
     assert json.loads(run.stdout.strip().splitlines()[-1])["regions"] == {"mouth_jaw": 20, "eyes_brows": 10,
                                                                           "pupils": 2}
