@@ -89,11 +89,46 @@ def test_validate_ok_and_damaged(raw_file):
     assert f"truncated at byte {len(data)}" in damaged[1] and "(frames 16-19 lost)" in damaged[1]
 
 
-def test_plot_writes_a_png_and_refuses_to_overwrite(raw_file, tmp_path):
+def plotted_figures(monkeypatch) -> list:
+    """Collects every matplotlib figure saved in this process (the --plot PNG is drawn in-process)."""
+    from matplotlib.figure import Figure
+
+    saved, savefig = [], Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        saved.append(fig)
+        return savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    return saved
+
+
+@pytest.mark.parametrize("frames, first, count", [(None, 0, 20), ("5:17", 5, 12)])
+def test_plot_draws_every_parameter_over_the_frames(raw_file, tmp_path, monkeypatch, frames, first, count):
+    """The figure holds what it says: 32 alpha lines, yaw and pitch, roll; each over the selected frames' times
+    with their dequantised values; the title gives the frame count."""
+    path, records, header = raw_file
+    figures = plotted_figures(monkeypatch)
+    out = tmp_path / "tracks.png"
+    assert run(path, "--plot", out, *(["--frames", frames] if frames else [])).exit_code == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (fig,) = figures
+    alphas, pose, roll = fig.axes
+    assert [len(alphas.lines), len(pose.lines), len(roll.lines)] == [32, 2, 1]
+    assert [line.get_label() for line in pose.lines] == ["yaw", "pitch"]
+    assert "alpha" in alphas.get_ylabel() and "pose" in pose.get_ylabel() and "roll" in roll.get_ylabel()
+    assert roll.get_xlabel() == "time (s)" and f"({count} frames)" in alphas.get_title()
+    expected = dequantise(records[first : first + count], header.quant)
+    times = np.arange(first, first + count) / 25
+    for k, line in enumerate([*alphas.lines, *pose.lines, *roll.lines]):
+        np.testing.assert_allclose(line.get_xdata(), times, rtol=1e-12)
+        np.testing.assert_allclose(line.get_ydata(), expected[:, k], rtol=1e-6, err_msg=PARAM_NAMES[k])
+
+
+def test_plot_refuses_to_overwrite(raw_file, tmp_path):
     path, _, _ = raw_file
     out = tmp_path / "tracks.png"
     assert run(path, "--plot", out).exit_code == 0
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
     again = run(path, "--plot", out)
     assert again.exit_code == 2 and "-y" in again.stderr
     assert run(path, "--plot", out, "-y").exit_code == 0
