@@ -72,7 +72,7 @@ def test_rerun_gives_the_same_stream(demo, encoded):
 @pytest.mark.parametrize("args, message", [
     (["missing.mp4", "x.stv"], "no such file"),
     (["demo.mkv", "demo.stv"], "exists"),
-    (["truth.json", "t.stv"], ""),
+    (["truth.json", "t.stv"], "truth.json: not a readable video"),
 ])
 def test_bad_input_is_one_line_and_no_output(demo, encoded, args, message):
     before = sorted(p.name for p in demo.iterdir())
