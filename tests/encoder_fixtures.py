@@ -43,3 +43,11 @@ def synthetic_clip() -> SyntheticClip:
         latents = editor.edit(id_latent.expand(len(YAW), -1, -1), yaw, pitch)
         frames = render(generator, editor, id_latent, [], torch.zeros(len(YAW), 0), yaw, pitch)
     return SyntheticClip(generator, editor, id_latent, YAW, PITCH, frames, latents)
+
+
+def tiny_models():
+    """The tiny generator, its pose editor and its channel table: what the closed loops render with."""
+    from codec.encoder.sensitivity import load_channel_table
+
+    return (zoo.load_generator("tiny"), zoo.load_pose_editor(None, "tiny"),
+            load_channel_table(zoo.WEIGHTS_DIR / "tiny-64-channels.json"))

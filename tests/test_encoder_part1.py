@@ -66,6 +66,6 @@ def test_pose_tracks_follow_the_truth(clip, result):
 def test_rerun_reads_every_stage_from_the_work_dir(clip, models, result):
     first, work_dir = result
     again = encode_part1(clip.frames, models, masks_at(STOP_AT), SETTINGS, work_dir, "clip", progress=False)
-    assert again.generator_forwards == {}  # nothing recomputed
+    assert again.generator_renders == {}  # nothing recomputed
     assert torch.equal(again.latents, first.latents) and again.id_frame == first.id_frame
     assert np.array_equal(again.yaw, first.yaw)

@@ -17,9 +17,9 @@ from codec.encoder.head_pose import PoseSettings
 from codec.encoder.pipeline import EncoderModels, Part1Settings, encode_part1
 from codec.encoder.pose_directions import ESTIMATORS
 from codec.encoder.refine import RefineSettings, refine
-from codec.encoder.sensitivity import load_channel_table
 from codec.encoder.synthetic import make_truth, render_truth
 from codec.models.arcface import seeded_standin
+from encoder_fixtures import tiny_models
 
 N_FRAMES = 16
 SEED = 3
@@ -27,10 +27,8 @@ SEED = 3
 
 @pytest.fixture(scope="module")
 def loop():
-    generator = zoo.load_generator("tiny")
-    editor = zoo.load_pose_editor(None, "tiny")
-    table = load_channel_table(zoo.WEIGHTS_DIR / "tiny-64-channels.json")
-    spread = np.array([d["channel_std"] for d in table.details])
+    generator, editor, table = tiny_models()
+    spread = table.channel_spread()
     truth = make_truth(generator, editor, table.indices, spread, N_FRAMES, SEED)
     frames = render_truth(generator, editor, truth)
     lpips_module = make_lpips()
@@ -119,10 +117,8 @@ def stream(tmp_path_factory):
     from codec.preprocess.video import write_video
 
     folder = tmp_path_factory.mktemp("e2e")
-    generator = zoo.load_generator("tiny")
-    editor = zoo.load_pose_editor(None, "tiny")
-    table = load_channel_table(zoo.WEIGHTS_DIR / "tiny-64-channels.json")
-    spread = np.array([d["channel_std"] for d in table.details])
+    generator, editor, table = tiny_models()
+    spread = table.channel_spread()
     truth = make_truth(generator, editor, table.indices, spread, 16, 0)
     frames = render_truth(generator, editor, truth)
     pixels = ((frames.clamp(-1, 1) + 1) * 127.5).round().byte()

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from codec.encoder.cost import RenderCount
 from codec.encoder.losses import lpips_distance, mask_rows, masked_l2
 from codec.encoder.sensitivity import REGIONS, ChannelTable, index_learning_rates, perturbation_gammas
 from codec.models.stylespace import apply_offsets
@@ -39,6 +40,8 @@ LPIPS_REGIONS = ("mouth_jaw", "eyes_brows")
 GAZE_REGION = "pupils"
 # BiSeNet's trunk divides by 32; below 64 pixels its deepest features are a single pixel.
 PARSING_MIN_SIZE = 64
+# eq. 5's offsets for eq. 8's learning rates, in each index's spread: one low-resolution render each per index
+LEARNING_RATE_STEPS = (-2.0, -1.0, 0.0, 1.0, 2.0)
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ class AttributeSettings:
 class AttributeTrack:
     alpha: np.ndarray  # [N, K]
     loss: np.ndarray  # [N] final total loss per frame
-    generator_forwards: int  # low-resolution forwards spent, summed over frames
+    renders: RenderCount  # low-resolution generator renders spent (Adam steps with gradients, a final check)
 
 
 @dataclass
@@ -124,11 +127,11 @@ def video_learning_rates(
     masks: dict[str, torch.Tensor],
     lpips_module: torch.nn.Module,
     stop_at: int,
-    steps_in_std: Sequence[float] = (-2.0, -1.0, 0.0, 1.0, 2.0),
+    steps_in_std: Sequence[float] = LEARNING_RATE_STEPS,
 ) -> np.ndarray:
     """eq. 8's eta for this video: Gamma_{f,i} (eq. 5) of each table index on its own region, measured on the
     video's ID latent (sensitivities differ between people, paper §3.4), with offsets in units of each channel's
-    spread as the table records it."""
+    spread as the table records it. Costs len(table.indices) * len(steps_in_std) renders at `stop_at`."""
     spread = torch.from_numpy(table.channel_spread())
     offsets = spread[:, None] * torch.tensor(steps_in_std, dtype=torch.float64)[None]
     with torch.no_grad():
@@ -163,7 +166,7 @@ def encode_attributes(
     alpha_out, loss_out = np.zeros((n_frames, k_count)), np.zeros(n_frames)
     previous = _Previous()
     identity_reference = None
-    forwards = 0
+    renders = RenderCount()
     for t in tqdm(range(n_frames), desc="attributes", unit="frame", disable=not progress):
         frame_masks = {f: mask_rows(m, t, t + 1).to(device) for f, m in masks.items()}
         with torch.no_grad():
@@ -184,10 +187,10 @@ def encode_attributes(
         if t == 0 and networks.identity is not None:
             with torch.no_grad():
                 identity_reference = networks.identity.identity_embedding(render)
-        forwards += settings.steps + 1
+        renders += RenderCount(forwards=1, gradient_steps=settings.steps)
         alpha_out[t], loss_out[t] = alpha.cpu().numpy(), loss
         previous = _Previous(base + alpha, targets[t : t + 1], render)
-    return AttributeTrack(alpha_out, loss_out, forwards)
+    return AttributeTrack(alpha_out, loss_out, renders)
 
 
 def _at_indices(styles: Sequence[torch.Tensor], style_indices: Sequence[tuple[int, int]]) -> torch.Tensor:
@@ -243,9 +246,10 @@ def _optimise_frame(generator, styles, style_indices, start, frozen, lr, target,
     beta1, beta2, eps = 0.9, 0.999, 1e-8
     best = (float("inf"), start.clone(), None)
     for step in range(settings.steps + 1):
-        render = generator.synthesize(apply_offsets(styles, style_indices, alpha), stop_at=stop_at)
-        losses = region_losses(render, target, previous, masks, lpips_module, settings)
-        losses.update(face_losses(render, target, identity_reference, networks, settings, target_parsed))
+        with torch.set_grad_enabled(step < settings.steps):  # the last render only scores the last step
+            render = generator.synthesize(apply_offsets(styles, style_indices, alpha), stop_at=stop_at)
+            losses = region_losses(render, target, previous, masks, lpips_module, settings)
+            losses.update(face_losses(render, target, identity_reference, networks, settings, target_parsed))
         total = float(sum(v.detach() for v in losses.values()))
         if total < best[0]:
             best = (total, alpha.detach()[0].clone(), render.detach())

@@ -17,13 +17,17 @@ import torch
 from tqdm.auto import tqdm
 
 from codec import zoo
+from codec.decoder.render import apply_roll
 from codec.bitstream import StvHeader, StvWriter, quantise
 from codec.bitstream.header import EXT_NOTE, EXT_POSE
-from codec.encoder.attributes import AttributeSettings, FaceNetworks, encode_attributes, video_learning_rates
+from codec.encoder.attributes import (LEARNING_RATE_STEPS, AttributeSettings, FaceNetworks, encode_attributes,
+                                      video_learning_rates)
+from codec.encoder.cost import RenderCount
 from codec.encoder.head_pose import PoseSettings
 from codec.encoder.losses import make_lpips, mask_rows, resize_mask
 from codec.encoder.pipeline import EncoderModels, Part1Settings, encode_part1, inversion_targets
 from codec.encoder.refine import RefineSettings, refine
+from codec.encoder.roll import RollSettings, estimate_roll
 from codec.encoder.pose_directions import ESTIMATORS
 from codec.encoder.sensitivity import load_channel_table
 from codec.encoder.workdir import cached_stage, stage_key
@@ -48,6 +52,11 @@ class EncodeSettings:
     generator: str = "tiny"
     frames: tuple[int, int | None] = (0, None)
     aligned_input: bool = False  # frames are already aligned crops (e.g. the generator's own renders)
+    # With aligned_input: the crops may be rotated in the image (no landmarks to align by, e.g. the tiny
+    # generator's pictures): estimate each frame's roll (codec.encoder.roll), undo it for the stages, and fit it
+    # with the rest in the refinement, against the frames as they are. False: roll 0.
+    aligned_roll: bool = False
+    roll: RollSettings = field(default_factory=RollSettings)
     profile: str = "raw"
     # With the joint refinement after them, the paper's stages only give its starting point, so they run at a
     # fraction of the cost they need alone (e4e without projector steps, 15 pose and 5 attribute steps): measured
@@ -64,9 +73,10 @@ class EncodeReport:
     id_frame: int
     saturated_values: int
     bytes_written: int
-    # generator forwards per stage, summed over frames (stages read from the work dir's cache count 0);
-    # "pose" and "attributes" run at the early-exit resolution `stop_at`
-    generator_forwards: dict[str, int]
+    # generator renders per stage, summed over frames (stages read from the work dir's cache are absent)
+    generator_renders: dict[str, RenderCount]
+    # the resolution each stage renders at ("pose" and "attributes": the early exit `stop_at`)
+    stage_resolution: dict[str, int]
 
 
 @dataclass
@@ -89,13 +99,21 @@ def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str =
     clip.images = clip.images.to(device)
     clip.masks = {name: mask.to(device) for name, mask in clip.masks.items()}
     input_key = f"{zoo.sha256_of(video)}:{start}:{stop}:{settings.aligned_input}:{settings.generator}"
+    inverter = _inverter(settings, device)
+    renders: dict[str, RenderCount] = {}
+    as_read = None  # the frames as they are, when the stages see them turned upright
+    if settings.aligned_input and settings.aligned_roll:
+        clip.roll_deg, renders["roll"] = estimate_roll(clip.images, generator, settings.roll)
+        as_read = clip.images
+        clip.images = apply_roll(clip.images, -torch.tensor(clip.roll_deg, dtype=torch.float32, device=device))
+        input_key += f":roll={json.dumps(asdict(settings.roll), sort_keys=True)}"
 
     pose_spec = {"editor": "linear", "model": zoo.DEFAULT_POSE_EDITOR.get(settings.generator, "")}
     editor = zoo.load_pose_editor(None, settings.generator)
     lpips_module = make_lpips(device)
     arcface = _official_network("arcface_ir_se50", device)
     models = EncoderModels(generator, editor, lpips_module, _identity_network(arcface, device),
-                           encoder=_inverter(settings, device), pose_estimator=_pose_estimator(pose_spec["model"]))
+                           encoder=inverter, pose_estimator=_pose_estimator(pose_spec["model"]))
     part1 = encode_part1(clip.images, models, clip.masks, settings.part1, work_dir, input_key, progress)
 
     table = load_channel_table(zoo.WEIGHTS_DIR / CHANNEL_TABLES[settings.generator])
@@ -103,7 +121,7 @@ def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str =
     networks_installed = {name: zoo.location(name).is_file() for name in FACE_NETWORKS}
     key = stage_key(part1.key, "attributes", {"settings": asdict(settings.attributes), "table": table.indices,
                                               "networks": networks_installed})
-    forwards = dict(part1.generator_forwards)
+    renders.update(part1.generator_renders)
 
     def run_attributes():
         yaw = torch.from_numpy(part1.yaw).float().to(device)
@@ -117,23 +135,29 @@ def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str =
         track = encode_attributes(generator, pose_latents, targets, table.indices, table.regions, clip.masks,
                                   lpips_module, stop_at, eta, clip.blink, settings.attributes, progress,
                                   _face_networks(arcface, device))
-        forwards["attributes"] = track.generator_forwards + len(yaw)
+        # + the targets G(L_t), + eq. 8's sensitivity renders
+        renders["attributes"] = track.renders + RenderCount(
+            forwards=len(yaw) + len(table.indices) * len(LEARNING_RATE_STEPS))
         return {"alpha": torch.from_numpy(track.alpha)}
 
     alpha = cached_stage(work_dir, "attributes", key, run_attributes)["alpha"].numpy()
     key = stage_key(key, "refine", asdict(settings.refine))
 
     def run_refinement():
-        result = refine(generator, editor, part1.id_latent.to(device), part1.yaw, part1.pitch, alpha, clip.images,
-                        table.indices, table.channel_spread(), settings.refine, progress)
-        forwards["refine"] = result.generator_forwards
-        return {"id_latent": result.id_latent, "yaw": torch.from_numpy(result.yaw),
-                "pitch": torch.from_numpy(result.pitch), "alpha": torch.from_numpy(result.alpha)}
+        result = refine(generator, editor, part1.id_latent.to(device), part1.yaw, part1.pitch, alpha,
+                        clip.images if as_read is None else as_read, table.indices, table.channel_spread(),
+                        settings.refine, progress, roll=None if as_read is None else clip.roll_deg)
+        renders["refine"] = result.renders
+        out = {"id_latent": result.id_latent, "yaw": torch.from_numpy(result.yaw),
+               "pitch": torch.from_numpy(result.pitch), "alpha": torch.from_numpy(result.alpha)}
+        return out if result.roll is None else {**out, "roll": torch.from_numpy(result.roll)}
 
     if settings.refine.rounds > 0:
         refined = cached_stage(work_dir, "refine", key, run_refinement)
         id_latent, yaw, pitch = refined["id_latent"], refined["yaw"].numpy(), refined["pitch"].numpy()
         alpha = refined["alpha"].numpy()
+        if "roll" in refined:
+            clip.roll_deg = refined["roll"].numpy()
     else:
         id_latent, yaw, pitch = part1.id_latent, part1.yaw, part1.pitch
     params = np.concatenate([alpha, yaw[:, None], pitch[:, None], clip.roll_deg[:, None]], axis=1)
@@ -154,7 +178,10 @@ def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str =
     with StvWriter(out, header, profile=settings.profile) as writer:
         writer.append(records)
     n = len(records)
-    return EncodeReport(n, part1.id_frame, int(saturation.total), out.stat().st_size, forwards)
+    size = generator.config.size
+    resolution = {"roll": size, "invert": size, "id_select": size, "pose": stop_at, "attributes": stop_at,
+                  "refine": min(settings.refine.resolution or size, size)}
+    return EncodeReport(n, part1.id_frame, int(saturation.total), out.stat().st_size, renders, resolution)
 
 
 def canonical_soft_masks(resolution: int) -> dict[str, torch.Tensor]:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from codec.encoder.cost import RenderCount
 from codec.encoder.losses import lpips_distance, mask_rows, masked_l2
 from codec.models.pose import PoseEditor
 
@@ -37,7 +38,7 @@ class PoseTrack:
     yaw: np.ndarray  # [N] pose units
     pitch: np.ndarray  # [N]
     loss: np.ndarray  # [N] final loss per frame (a fit-quality signal for the caller)
-    generator_forwards: int  # low-resolution forwards spent, summed over frames
+    renders: RenderCount  # low-resolution generator renders spent (Adam steps with gradients, a final check)
 
 
 def encode_head_pose(
@@ -61,7 +62,7 @@ def encode_head_pose(
     n_frames = targets.shape[0]
     yaw_out, pitch_out, loss_out = (np.zeros(n_frames, np.float64) for _ in range(3))
     start = torch.tensor(initial_pose, dtype=torch.float32)
-    forwards = 0
+    renders = RenderCount()
     bar = tqdm(total=n_frames, desc="head pose", unit="frame", disable=not progress)
     for lo in range(0, n_frames, settings.batch_frames):
         hi = min(lo + settings.batch_frames, n_frames)
@@ -71,10 +72,10 @@ def encode_head_pose(
         )
         yaw_out[lo:hi], pitch_out[lo:hi], loss_out[lo:hi] = pose[:, 0], pose[:, 1], loss
         start = torch.from_numpy(pose[-1]).float()
-        forwards += (hi - lo) * (settings.steps + 1)
+        renders += RenderCount(forwards=hi - lo, gradient_steps=(hi - lo) * settings.steps)
         bar.update(hi - lo)
     bar.close()
-    return PoseTrack(yaw_out, pitch_out, loss_out, forwards)
+    return PoseTrack(yaw_out, pitch_out, loss_out, renders)
 
 
 def pose_loss(

@@ -19,6 +19,7 @@ from typing import Callable, Literal
 import torch
 from tqdm.auto import tqdm
 
+from codec.encoder.cost import RenderCount
 from codec.encoder.losses import lpips_distance, masked_l2
 
 Encoder = Callable[[torch.Tensor], torch.Tensor]  # frames [B,3,R,R] in [-1,1] -> W+ [B, n_latent, dim]
@@ -42,7 +43,7 @@ class ProjectSettings:
 @dataclass(frozen=True)
 class Inversion:
     w_plus: torch.Tensor  # [N, n_latent, dim]
-    generator_forwards: int  # full-resolution generator forwards spent, summed over frames
+    renders: RenderCount  # full-resolution generator renders spent (none for e4e alone)
 
 
 def invert(
@@ -59,7 +60,7 @@ def invert(
         if encoder is None:
             raise ValueError("inverter 'e4e' needs an encoder")
         with torch.no_grad():
-            return Inversion(in_batches(encoder, frames, settings.batch_frames), 0)
+            return Inversion(in_batches(encoder, frames, settings.batch_frames), RenderCount())
     if method != "project":
         raise ValueError(f"unknown inverter {method!r} (expected 'e4e' or 'project')")
     if lpips_module is None:
@@ -97,7 +98,7 @@ def project(
         previous = solved[-1:]
         bar.update(hi - lo)
     bar.close()
-    return Inversion(torch.cat(out), n_frames * (settings.steps + 1))
+    return Inversion(torch.cat(out), RenderCount(forwards=n_frames, gradient_steps=n_frames * settings.steps))
 
 
 def _project_batch(generator, targets, lpips_module, start, settings: ProjectSettings) -> torch.Tensor:
@@ -106,10 +107,11 @@ def _project_batch(generator, targets, lpips_module, start, settings: ProjectSet
     best_loss = torch.full((targets.shape[0],), float("inf"), device=targets.device)
     best = w_plus.detach().clone()
     for step in range(settings.steps + 1):
-        images = generator(w_plus)
-        loss = settings.l2_weight * masked_l2(images, targets) + settings.lpips_weight * lpips_distance(
-            lpips_module, images, targets
-        )
+        with torch.set_grad_enabled(step < settings.steps):  # the last render only scores the last step
+            images = generator(w_plus)
+            loss = settings.l2_weight * masked_l2(images, targets) + settings.lpips_weight * lpips_distance(
+                lpips_module, images, targets
+            )
         with torch.no_grad():
             better = loss < best_loss
             best_loss[better], best[better] = loss[better], w_plus[better]

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from codec.encoder.cost import RenderCount
 from codec.encoder.head_pose import PoseSettings, encode_head_pose
 from codec.encoder.id_select import select_id_frame
 from codec.encoder.invert import Encoder, ProjectSettings, in_batches, invert
@@ -50,7 +51,8 @@ class Part1Result:
     yaw: np.ndarray  # [N]
     pitch: np.ndarray  # [N]
     key: str  # cache key of the last stage (what later stages chain on)
-    generator_forwards: dict[str, int]  # per stage, summed over frames (pose: at `stop_at` resolution)
+    generator_renders: dict[str, RenderCount]  # per stage run (not read from the cache), summed over frames;
+    # pose at the `stop_at` resolution
 
 
 def inversion_targets(generator: torch.nn.Module, latents: torch.Tensor, stop_at: int | None = None,
@@ -73,14 +75,14 @@ def encode_part1(
     `settings.stop_at` ([1 or N, 1, r, r]). `input_key` names the frames (e.g. the video's digest and range) for
     the work-dir cache."""
     generator = models.generator
-    forwards: dict[str, int] = {}
+    renders: dict[str, RenderCount] = {}
 
     key = stage_key(input_key, "invert", {"inverter": settings.inverter, "project": asdict(settings.project)})
 
     def run_inversion():
         inversion = invert(frames, generator, settings.inverter, models.encoder, models.lpips, settings.project,
                            progress=progress)
-        forwards["invert"] = inversion.generator_forwards
+        renders["invert"] = inversion.renders
         return {"latents": inversion.w_plus}
 
     latents = cached_stage(work_dir, "invert", key, run_inversion)["latents"]
@@ -93,7 +95,7 @@ def encode_part1(
             reconstructions = inversion_targets(generator, latents)
             similarity = models.identity.identity_similarity(frames, reconstructions).float().cpu()
             pose = models.pose_estimator(frames).cpu() if models.pose_estimator is not None else None
-        forwards["id_select"] = len(latents)
+        renders["id_select"] = RenderCount(forwards=len(latents))
         choice = select_id_frame(similarity.numpy(), *(pose.T.numpy() if pose is not None else (None, None)),
                                  frontal_weight=settings.frontal_weight)
         return {"id_frame": torch.tensor([choice.frame]), "scores": torch.from_numpy(choice.scores)}
@@ -108,10 +110,10 @@ def encode_part1(
         targets = inversion_targets(generator, latents, settings.stop_at)
         track = encode_head_pose(generator, models.editor, id_latent, targets, masks["face_rigid"], masks["face"],
                                  models.lpips, settings.stop_at, settings=settings.pose, progress=progress)
-        forwards["pose"] = track.generator_forwards + len(latents)
+        renders["pose"] = track.renders + RenderCount(forwards=len(latents))  # the targets G(L_t)
         return {"yaw": torch.from_numpy(track.yaw), "pitch": torch.from_numpy(track.pitch)}
 
     pose = cached_stage(work_dir, "pose", key, run_pose)
     return Part1Result(latents, id_frame, id_latent, selection["scores"].numpy(), pose["yaw"].numpy(),
-                       pose["pitch"].numpy(), key, forwards)
+                       pose["pitch"].numpy(), key, renders)
 

@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from codec.decoder.render import render
+from codec.decoder.render import apply_roll, render
+from codec.encoder.cost import RenderCount
 from codec.models.pose import PoseEditor
 
 
@@ -74,26 +75,32 @@ class Refinement:
     yaw: np.ndarray  # [N]
     pitch: np.ndarray  # [N]
     alpha: np.ndarray  # [N, K]
+    roll: np.ndarray | None  # [N] degrees when fitted (refine's `roll` given), else None
     loss: np.ndarray  # mean squared error over frames after each half-round (start first)
-    generator_forwards: int  # renders at `resolution`, summed over frames (a forward and backward counts one)
+    renders: RenderCount  # at `resolution`: Jacobians and LM steps without gradients, the L_ID pass with them
 
 
 class _Problem:
     """The renderer as a function of (L_ID, per-frame parameters), against the targets at one resolution."""
 
-    def __init__(self, generator, editor, style_indices, spread, targets, stop_at, batch_frames):
+    def __init__(self, generator, editor, style_indices, spread, targets, stop_at, batch_frames, fit_roll):
         self.generator, self.editor, self.style_indices = generator, editor, style_indices
+        self.fit_roll = fit_roll
         self.spread, self.targets, self.stop_at, self.batch = spread, targets, stop_at, batch_frames
-        self.forwards = 0
+        self.renders = RenderCount()
 
     def render(self, latent: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """params [B, 2 + K]: yaw, pitch, alpha in units of each index's spread."""
+        """params [B, 2 + K (+ 1)]: yaw, pitch, alpha in units of each index's spread (, roll in degrees)."""
         if params.shape[0] > self.batch and not torch.is_grad_enabled():  # bounded memory (Jacobian batches)
             return torch.cat([self.render(latent, params[lo : lo + self.batch])
                               for lo in range(0, params.shape[0], self.batch)])
-        self.forwards += params.shape[0]
-        return render(self.generator, self.editor, latent, self.style_indices, params[:, 2:] * self.spread,
-                      params[:, 0], params[:, 1], stop_at=self.stop_at)
+        graded = torch.is_grad_enabled() and latent.requires_grad  # the L_ID pass back-propagates each render
+        self.renders += RenderCount(forwards=0 if graded else params.shape[0],
+                                    gradient_steps=params.shape[0] if graded else 0)
+        k = len(self.style_indices)
+        images = render(self.generator, self.editor, latent, self.style_indices, params[:, 2 : 2 + k] * self.spread,
+                        params[:, 0], params[:, 1], stop_at=self.stop_at)
+        return apply_roll(images, params[:, -1]) if self.fit_roll else images
 
     def frame_errors(self, latent: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """[N] mean squared error of each frame."""
@@ -117,19 +124,24 @@ def refine(
     channel_spread: np.ndarray,
     settings: RefineSettings = RefineSettings(),
     progress: bool = True,
+    roll: np.ndarray | None = None,
 ) -> Refinement:
     """id_latent [n_latent, dim]; yaw, pitch [N]; alpha [N, K]; frames [N, 3, R, R] in [-1, 1] (area-resized to
-    the comparison's resolution); channel_spread [K] (each index's typical spread, the unit of its step)."""
+    the comparison's resolution); channel_spread [K] (each index's typical spread, the unit of its step).
+    roll [N] degrees: fit each frame's roll too, starting there; `frames` are then the frames as they are, rolled
+    (the renders are rolled as the decoder rolls them), not the upright crops."""
     device = frames.device
     size = min(settings.resolution or generator.config.size, generator.config.size)
     targets = frames if frames.shape[-1] == size else F.interpolate(frames, size=(size, size), mode="area")
     spread = torch.as_tensor(channel_spread, dtype=torch.float32, device=device)
     problem = _Problem(generator, editor, style_indices, spread, targets,
-                       None if size == generator.config.size else size, settings.batch_frames)
+                       None if size == generator.config.size else size, settings.batch_frames, roll is not None)
     start = id_latent.detach().float().to(device)
     latent = start.clone()
     params = torch.cat([torch.as_tensor(np.stack([yaw, pitch], 1), dtype=torch.float32, device=device),
                         torch.as_tensor(alpha, dtype=torch.float32, device=device) / spread], 1)
+    if roll is not None:
+        params = torch.cat([params, torch.as_tensor(roll, dtype=torch.float32, device=device)[:, None]], 1)
     errors = problem.frame_errors(latent, params)
     history = [float(errors.mean())]
     passes = settings.rounds + int(settings.final_frame_pass and settings.rounds > 0)
@@ -149,8 +161,10 @@ def refine(
                 latent, errors = moved, moved_errors
             history.append(float(errors.mean()))
     params = params.cpu().double()
+    k = len(style_indices)
     return Refinement(latent.cpu(), params[:, 0].numpy(), params[:, 1].numpy(),
-                      (params[:, 2:] * spread.cpu().double()).numpy(), np.array(history), problem.forwards)
+                      (params[:, 2 : 2 + k] * spread.cpu().double()).numpy(),
+                      params[:, -1].numpy() if roll is not None else None, np.array(history), problem.renders)
 
 
 def _jacobians(problem: _Problem, latent, params, settings: RefineSettings):
