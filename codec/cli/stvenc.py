@@ -70,10 +70,12 @@ def main(video, out, generator, device, frame_range, profile, inverter, project_
     from codec.encoder.invert import ProjectSettings
     from codec.encoder.pipeline import Part1Settings
     from codec.encoder.refine import RefineSettings
+    from codec.preprocess.video import probe
 
     logging.basicConfig(level=logging.ERROR if quiet else logging.WARNING, format="stvenc: %(message)s")
     check_input_file(video)
     check_output(out, overwrite)
+    probe(video)  # an unreadable video is refused before the models load and the kernel builds
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     settings = EncodeSettings(

@@ -83,8 +83,7 @@ def why_unbuildable(kind: str) -> str | None:
         if torch.version.cuda is None:
             return "this torch has no CUDA support"
         _prepare_cuda_env()
-        from torch.utils import cpp_extension
-
+        cpp_extension = _cpp_extension()
         if cpp_extension.CUDA_HOME is None:
             return "no CUDA toolkit (nvcc) found"
     return None
@@ -104,12 +103,25 @@ def _prepare_cuda_env() -> None:
         os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_CUDA_ARCHS
     # cpp_extension reads CUDA_HOME once, at its import: if something imported it before this ran (the CPU
     # extension's build does), its guess stands, and the link then looks for libcudart under /usr/local/lib.
-    from torch.utils import cpp_extension
-
+    cpp_extension = _cpp_extension()
     guessed = cpp_extension.CUDA_HOME
     if (guessed is None or not (Path(guessed) / "include" / "cuda_runtime.h").exists()) and (
             toolkit / "include" / "cuda_runtime.h").exists():
         cpp_extension.CUDA_HOME = str(toolkit)
+
+
+def _cpp_extension() -> ModuleType:
+    """torch.utils.cpp_extension, imported without its import-time warning "No CUDA runtime is found, using
+    CUDA_HOME=..." (a CPU build needs no CUDA, and `_prepare_cuda_env` settles CUDA_HOME for a CUDA one): every
+    stvdec on a machine without a GPU printed it."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        from torch.utils import cpp_extension
+    finally:
+        logger.setLevel(level)
+    return cpp_extension
 
 
 def _pip_cuda_includes() -> list[str]:
@@ -138,8 +150,7 @@ def build(kind: str, verbose: bool = False) -> ModuleType:
     """Compile (or load from the cache) the `kind` extension; raises on failure."""
     if kind == "cuda":
         _prepare_cuda_env()
-    from torch.utils.cpp_extension import load
-
+    load = _cpp_extension().load
     reason = why_unbuildable(kind)
     if reason:
         raise RuntimeError(reason)
