@@ -28,6 +28,7 @@ from typing import Iterator
 import numpy as np
 
 from codec.bitstream.chunk import ChunkDamage, ChunkInfo, decode_payload, read_chunk_at
+from codec.bitstream.crc import SliceCrc
 from codec.bitstream.header import EXT_POSE, decode_header, pose_problem
 from codec.bitstream.quant import dequantise
 from codec.bitstream.schema import CHUNK_HEAD_SIZE, CHUNK_OVERHEAD, MAX_CHUNK_FRAMES, N_PARAMS, SYNC
@@ -200,6 +201,7 @@ class _ChunkScan:
         self.open: list[int] = []  # damage entries since the last accepted chunk that lose its following frames
         self.split: int | None = None  # first frame claimed by the head of a chunk that the end of the file cuts
         self.presented = 0
+        self.slice_crc: SliceCrc | None = None
 
     def run(self, pos: int) -> None:
         size = len(self.data)
@@ -207,7 +209,9 @@ class _ChunkScan:
             try:
                 chunk = read_chunk_at(self.data, pos)
             except ChunkDamage as why:
-                resync, cut = _resync(self.data, pos + 1)
+                if self.slice_crc is None:  # built at the first damage: intact files never need it
+                    self.slice_crc = SliceCrc(self.data)
+                resync, cut = _resync(self.data, pos + 1, self.slice_crc)
                 if resync is not None:
                     self.add(Damage(pos, resync, str(why)), loses_frames=True)
                     pos = resync
@@ -296,13 +300,15 @@ def _scan_chunks(data: memoryview, start: int, frame_count: int | None) -> _Chun
     return scan
 
 
-def _resync(data: memoryview, pos: int) -> tuple[int | None, int | None]:
-    """(offset of the next intact chunk at or after pos, or None; if None, where a chunk cut by EOF starts)."""
+def _resync(data: memoryview, pos: int, slice_crc: SliceCrc) -> tuple[int | None, int | None]:
+    """(offset of the next intact chunk at or after pos, or None; if None, where a chunk cut by EOF starts).
+
+    Linear in the bytes searched, whatever the candidates claim: each one's CRC comes from `slice_crc`."""
     raw = data.obj if isinstance(data.obj, bytes) else bytes(data)
     cut = None
     while (pos := raw.find(SYNC, pos)) != -1:
         try:
-            read_chunk_at(data, pos)
+            read_chunk_at(data, pos, slice_crc)
             return pos, None
         except ChunkDamage as why:
             if why.truncated and cut is None:
