@@ -224,25 +224,56 @@ def decode(reader: StvReader, generator: torch.nn.Module, editor: PoseEditor, st
     def draw(values: np.ndarray) -> np.ndarray:
         return render_params(generator, editor, latent, header.style_indices, values, size)
 
-    mask = available_frames(reader, start, stop)
+    picture = _BatchedPictures(reader, draw, settings.batch)
     last_good: np.ndarray | None = None
-    for lo in range(start, stop, settings.batch):
-        hi = min(stop, lo + settings.batch)
-        here = [i for i in range(lo, hi) if mask[i - start]]
-        images = iter(draw(np.concatenate([reader.values(i, i + 1) for i in here]))) if here else iter(())
-        for i in range(lo, hi):
-            if mask[i - start]:
-                last_good = next(images)
-                yield DecodedFrame(i, last_good, False)
-                continue
-            if last_good is None:
-                last_good = _concealment_seed(reader, i, draw)
-            yield DecodedFrame(i, last_good, True)
+    for i in range(start, stop):
+        if picture.available(i):
+            last_good = picture(i)
+            yield DecodedFrame(i, last_good, False)
+            continue
+        if last_good is None:  # the last intact frame before it, as a whole decode shows; else the identity at rest
+            before = last_available_before(reader, i)
+            last_good = picture(before) if before is not None else picture.at_rest()
+        yield DecodedFrame(i, last_good, True)
 
 
-def _concealment_seed(reader: StvReader, frame: int, draw) -> np.ndarray:
-    """The picture to repeat for a lost frame when this decode has shown none yet: the last intact frame before
-    it (so decoding a sub-range shows what a whole decode shows), else the identity at rest."""
-    before = last_available_before(reader, frame)
-    values = reader.values(before, before + 1) if before is not None else np.zeros((1, N_PARAMS))
-    return draw(values)[0]
+class _BatchedPictures:
+    """Frame i is always rendered in the same batch, of exactly B rows: the frames [i // B * B, i // B * B + B),
+    a lost frame's or a frame past the end's row holding zeros (the identity at rest).
+
+    Float convolutions and matrix products pick their kernels and summation orders by batch size, so a frame
+    rendered in a batch of another size can differ in the last bit, and then by one grey level; at one batch
+    size each row's result does not depend on the other rows (checked by tests/test_decoder.py). So a frame's
+    pixels depend only on the stream and B: a seek, a sub-range or a concealment seed gives the bytes a whole
+    decode gives (with the linear pose editor, on a damaged copy as well; StyleFlow's adaptive ODE steps see
+    the whole batch). The cost: a decode that starts or ends inside a batch renders the rest of it (at most
+    B - 1 frames at each end). One batch is held at a time."""
+
+    def __init__(self, reader: StvReader, draw, batch: int):
+        self.reader, self.draw, self.batch = reader, draw, batch
+        self.group, self.mask, self.images = -1, np.zeros(0, bool), None
+
+    def available(self, frame: int) -> bool:
+        return bool(self._load(frame)[frame - self.group * self.batch])
+
+    def __call__(self, frame: int) -> np.ndarray:
+        self._load(frame)
+        return self.images[frame - self.group * self.batch]
+
+    def at_rest(self) -> np.ndarray:
+        return self.draw(np.zeros((self.batch, N_PARAMS), np.float32))[0]
+
+    def _load(self, frame: int) -> np.ndarray:
+        group = frame // self.batch
+        if group != self.group:
+            lo = group * self.batch
+            hi = min(len(self.reader), lo + self.batch)
+            mask = np.zeros(self.batch, bool)
+            mask[: max(0, hi - lo)] = available_frames(self.reader, lo, hi) if lo < hi else []
+            values = np.zeros((self.batch, N_PARAMS), np.float32)
+            for k in np.flatnonzero(mask):
+                values[k] = self.reader.values(lo + k, lo + k + 1)[0]
+            self.group, self.mask, self.images = group, mask, self.draw(values)
+        return self.mask
+
+
