@@ -52,7 +52,8 @@ from codec.encoder.losses import psnr  # noqa: E402
 from codec.encoder.pipeline import Part1Settings  # noqa: E402
 from codec.encoder.refine import RefineSettings  # noqa: E402
 from codec.encoder.sensitivity import load_channel_table  # noqa: E402
-from codec.encoder.synthetic import degrade, make_mismatched_truth, make_truth, render_truth  # noqa: E402
+from codec.encoder.synthetic import (degrade, make_mismatched_truth, make_truth, motion_energy,  # noqa: E402
+                                     render_truth)
 from codec.ops import active_kernel  # noqa: E402
 from codec.preprocess.video import read_frames, write_video  # noqa: E402
 
@@ -142,6 +143,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--noise", type=float, default=2.0, help="mismatched: sensor noise, 8-bit levels (sigma)")
+    parser.add_argument("--lossless", action="store_true",
+                        help="mismatched: write the clip losslessly (FFV1) instead of H.264 (with --noise 0: the "
+                             "model mismatches alone)")
     defaults = EncodeSettings()  # stvenc's own defaults
     parser.add_argument("--inverter", choices=["e4e", "project"], default=defaults.part1.inverter)
     parser.add_argument("--project-steps", type=int, default=defaults.part1.project.steps)
@@ -171,10 +175,11 @@ def main() -> None:
         attributes=AttributeSettings(steps=args.attribute_steps),
         refine=RefineSettings(rounds=args.refine_rounds))
 
+    lossless = not mismatched or args.lossless
     with tempfile.TemporaryDirectory() as folder:
-        video = Path(folder) / ("clip.mp4" if mismatched else "clip.mkv")  # H.264 (CRF 18) / FFV1 lossless
+        video = Path(folder) / ("clip.mkv" if lossless else "clip.mp4")  # FFV1 lossless / H.264 (CRF 18)
         stream, work = Path(folder) / "clip.stv", Path(folder) / "work"
-        write_video(video, iter(pixels), Fraction(25), lossless=not mismatched)
+        write_video(video, iter(pixels), Fraction(25), lossless=lossless)
         read = np.stack(list(read_frames(video, 0, None)))  # what the encoder reads
         started = time.perf_counter()
         report = encode_video(video, stream, settings, work_dir=work, progress=False)
@@ -262,6 +267,12 @@ def main() -> None:
         figures["input_psnr_db"] = float(psnr(frames, clean).mean())  # what noise and H.264 cost the clip
         figures["resynthesis_psnr_vs_clean_db"] = resynthesis(alpha, clean)
         figures["roll_corr"] = correlation(roll, truth.roll)
+        # mean squared pixel change of the offsets' motion (representable / hidden) beside the input's error
+        figures["motion_energy"] = {
+            "shown": motion_energy(generator, truth_editor, truth, shown=True, hidden=False),
+            "hidden": motion_energy(generator, truth_editor, truth, shown=False, hidden=True),
+            "input_error": float((frames - clean).pow(2).mean())}
+        figures["clip"] = {"noise_levels": args.noise, "codec": "ffv1" if lossless else "h264 crf 18"}
     figures["goals"] = check_goals(figures, args.truth)
     figures["goals_met"] = all(g["pass"] for g in figures["goals"].values())
 
@@ -279,6 +290,9 @@ def main() -> None:
           f"channel spreads, roll rmse {figures['roll_rmse_deg']:.2f} deg")
     print(f"re-synthesis {psnr_quantised:.2f} dB; quantisation costs {figures['quantisation_cost_db']:.4f} dB")
     if mismatched:
+        energy = figures["motion_energy"]
+        print(f"offsets' motion energy {energy['shown']:.2e} (32 channels) + {energy['hidden']:.2e} (hidden); "
+              f"the input's error from noise and coding {energy['input_error']:.2e}")
         print(f"input vs clean truth {figures['input_psnr_db']:.2f} dB; oracle (truth's representable part) "
               f"{figures['oracle_psnr_db']:.2f} dB; re-synthesis vs clean truth "
               f"{figures['resynthesis_psnr_vs_clean_db']:.2f} dB")

@@ -60,8 +60,10 @@ class EncodeSettings:
     profile: str = "raw"
     # With the joint refinement after them, the paper's stages only give its starting point, so they run at a
     # fraction of the cost they need alone (e4e without projector steps, 15 pose and 5 attribute steps): measured
-    # on a 16-frame tiny clip, 46.3 dB and offsets correlation 0.962 for 56 full-forward equivalents per frame,
-    # against 31.9 dB / 0.31 for the full-cost stages alone (projector 20, pose 40, attributes 30; 50).
+    # on a 16-frame tiny clip, 45.9 dB and offsets correlation 0.964 for 144 full-forward equivalents per frame
+    # (tools/bench_encode.py: a forward+backward weighed by its measured cost; 56-60 when it counted as one
+    # forward), against 31.9 dB / 0.31 for the full-cost stages alone (projector 20, pose 40, attributes 30; 50
+    # by that old count).
     part1: Part1Settings = field(default_factory=lambda: Part1Settings(inverter="e4e", pose=PoseSettings(steps=15)))
     attributes: AttributeSettings = field(default_factory=lambda: AttributeSettings(steps=5))
     refine: RefineSettings = field(default_factory=RefineSettings)  # rounds=0: the paper's stages alone

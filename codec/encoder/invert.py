@@ -28,9 +28,9 @@ Encoder = Callable[[torch.Tensor], torch.Tensor]  # frames [B,3,R,R] in [-1,1] -
 @dataclass(frozen=True)
 class ProjectSettings:
     # Refining the tiny e4e's answer (23.6 dB on held-out samples) takes it to 31.0 dB in 20 steps and 34.5 dB in
-    # 50 (weights/tiny-64-e4e.json). 20 keeps the whole encoder within its budget of 60 full-forward equivalents
-    # per frame (tools/bench_encode.py: 54 with 20 steps, 82 with 50); starting from the mean latent instead
-    # needs several hundred steps.
+    # 50 (weights/tiny-64-e4e.json). 20 kept the whole encoder at 54 full-forward equivalents per frame, 82
+    # with 50, when a forward+backward counted as one forward (each step costs about 3.6 full forwards, measured
+    # by tools/bench_encode.py); starting from the mean latent instead needs several hundred steps.
     steps: int = 20
     learning_rate: float = 0.05
     batch_frames: int = 8

@@ -41,8 +41,9 @@ from codec.models.pose import PoseEditor
 @dataclass(frozen=True)
 class RefineSettings:
     # Defaults measured on a 16-frame tiny-model clip started from e4e + 15 pose steps + 5 attribute steps
-    # (tools/bench_encode.py): 3 rounds reach 46.3 dB and offsets correlation 0.962 for 43 forwards per frame;
-    # 4 rounds (with 20 + 10 stage steps) 47.6 dB / 0.972 for 55.
+    # (tools/bench_encode.py): 3 rounds reach 46.3 dB and offsets correlation 0.962 for 43 renders per frame;
+    # 4 rounds (with 20 + 10 stage steps) 47.6 dB / 0.972 for 55 (a forward+backward counted as one forward;
+    # weighed by its measured cost the 3 rounds are 89 full-forward equivalents per frame, most of it L_ID's).
     rounds: int = 3  # 0: no refinement (the paper's stages alone)
     chord_iterations: int = 2  # LM updates per frame and pass, on the measured Jacobians
     latent_evaluations: int = 20  # L-BFGS function evaluations on L_ID per round
