@@ -62,16 +62,16 @@ COST_GOAL = 60.0  # full-forward equivalents per frame
 # Mismatched: re-synthesis within 1 dB of the oracle (the truth's own representable part, rendered by the
 # decoder: the stream can do that well whatever the clip holds besides); the 32 channels carry 80% of the
 # offsets' motion, so their recovered motion should explain most of the truth's (r >= 0.8, r^2 >= 0.64); yaw
-# correlation 0.9 (its scale differs: the truth's editor is not the encoder's); pitch within 1 unit RMS (it
-# barely moves in short clips, so its correlation says little), the pose stage's bound with true latents; roll
-# within 1 degree (half a pixel at the 64-pixel crop's edge; landmark alignment of real faces measured 0.05);
-# jitter twice the matched goal (noise and H.264 are in every frame).
+# correlation 0.9 (its scale differs: the truth's editor is not the encoder's); pitch within 1 unit RMS about its
+# mean (it barely moves in short clips, so its correlation says little), the pose stage's bound with true
+# latents; roll within 1 degree (half a pixel at the 64-pixel crop's edge; landmark alignment of real faces
+# measured 0.05); jitter twice the matched goal (noise and H.264 are in every frame).
 GOALS = {
     "matched": [("resynthesis_psnr_db", ">=", 40.0), ("alpha_corr_centred", ">=", 0.95), ("yaw_corr", ">=", 0.98),
                 ("pitch_corr", ">=", 0.98), ("alpha_jitter", "<=", 0.05), ("quantisation_cost_db", "<=", 0.05),
                 ("generator_forwards_per_frame", "<=", COST_GOAL)],
     "mismatched": [("psnr_below_oracle_db", "<=", 1.0), ("alpha_corr_centred", ">=", 0.8),
-                   ("yaw_corr", ">=", 0.9), ("pitch_rmse", "<=", 1.0), ("roll_rmse_deg", "<=", 1.0),
+                   ("yaw_corr", ">=", 0.9), ("pitch_rmse_centred", "<=", 1.0), ("roll_rmse_deg", "<=", 1.0),
                    ("alpha_jitter", "<=", 0.1), ("generator_forwards_per_frame", "<=", COST_GOAL)],
 }
 
@@ -251,6 +251,9 @@ def main() -> None:
         "alpha_jitter": float(np.sqrt(np.mean(np.diff((alpha - truth.alpha) / spread, 2, axis=0) ** 2))),
         "yaw_rmse": float(np.sqrt(np.mean((yaw - (truth.yaw - truth.yaw[ref])) ** 2))),
         "pitch_rmse": float(np.sqrt(np.mean((pitch - (truth.pitch - truth.pitch[ref])) ** 2))),
+        # about each track's mean: the ID latent carries its own frame's pose error as a constant
+        "yaw_rmse_centred": float(np.std(yaw - truth.yaw)),
+        "pitch_rmse_centred": float(np.std(pitch - truth.pitch)),
         "roll_rmse_deg": float(np.sqrt(np.mean((roll - truth.roll) ** 2))),
         "resynthesis_psnr_db": psnr_quantised,
         "quantisation_cost_db": psnr_float - psnr_quantised,
@@ -284,8 +287,9 @@ def main() -> None:
     print("a forward+backward costs " + ", ".join(
         f"{figures['backward_ratio'][str(r)]:.2f}x a forward with gradients and "
         f"{figures['gradient_step_in_full_forwards'][str(r)]:.2f} full forwards at {r}x{r}" for r in timed))
-    print(f"yaw corr {figures['yaw_corr']:.4f} (rmse {figures['yaw_rmse']:.2f}), pitch corr "
-          f"{figures['pitch_corr']:.4f} (rmse {figures['pitch_rmse']:.2f}), offsets corr {figures['alpha_corr']:.3f} "
+    print(f"yaw corr {figures['yaw_corr']:.4f} (rmse {figures['yaw_rmse']:.2f}, about the mean "
+          f"{figures['yaw_rmse_centred']:.2f}), pitch corr {figures['pitch_corr']:.4f} (rmse "
+          f"{figures['pitch_rmse']:.2f}, about the mean {figures['pitch_rmse_centred']:.2f}), offsets corr {figures['alpha_corr']:.3f} "
           f"(each channel about its mean: {figures['alpha_corr_centred']:.3f}), jitter {figures['alpha_jitter']:.4f} "
           f"channel spreads, roll rmse {figures['roll_rmse_deg']:.2f} deg")
     print(f"re-synthesis {psnr_quantised:.2f} dB; quantisation costs {figures['quantisation_cost_db']:.4f} dB")
