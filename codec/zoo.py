@@ -268,12 +268,27 @@ def generator_from_nvidia_pickle(pickle_file: Path):
 
 # The editor a stream uses when its header names none: the linear directions shipped for that generator.
 DEFAULT_POSE_EDITOR = {"tiny": "tiny-pose"}
+# Generators whose default editor is StyleFlow (the paper's): its condition comes from the stream's `pose`
+# extension, or from the encoder (codec.encoder.styleflow_condition) before it writes one.
+DEFAULT_STYLEFLOW_EDITOR = {"stylegan2-ffhq-config-f": "styleflow"}
 
 
 def load_pose_editor(spec: dict | None, generator_name: str):
     """The pose editor of a stream: `spec` is the JSON of its b"pose" header extension (format_spec.md), e.g.
     {"editor": "linear", "model": "tiny-pose"} or {"editor": "styleflow", "model": "styleflow",
     "condition": [17 floats]}; None -> the generator's default editor."""
+    if spec is None and generator_name in DEFAULT_STYLEFLOW_EDITOR:
+        from codec.models.styleflow import StyleFlowPoseEditor, load_styleflow
+
+        name = DEFAULT_STYLEFLOW_EDITOR[generator_name]
+        if not location(name).is_file():
+            raise ModelError(
+                f"no pose editor for generator {generator_name!r}: StyleFlow (its default) is not installed; get it "
+                f"with `stv-weights fetch {name}`, or use a linear editor (`stvenc --pose-editor linear[:NAME]`, "
+                f"directions from tools/fit_pose_directions.py or a published direction file)")
+        file = path(name)
+        verify(name, file)
+        return StyleFlowPoseEditor(load_styleflow(file))  # condition: none yet (the encoder estimates it)
     if spec is None:
         if generator_name not in DEFAULT_POSE_EDITOR:
             raise ModelError(f"no default pose editor for generator {generator_name!r}; the stream must name one")

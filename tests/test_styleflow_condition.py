@@ -118,3 +118,20 @@ def test_fixed_values_are_kept_and_the_pose_spec_is_well_formed():
     assert spec["editor"] == "styleflow" and len(spec["condition"]) == 17
     with pytest.raises(ValueError, match="17 finite"):
         styleflow_pose_spec(torch.full((17,), float("nan")))
+
+
+def test_config_f_default_editor_is_styleflow_when_installed_else_one_error_naming_both_ways(tmp_path, monkeypatch):
+    from codec import zoo
+    from codec.errors import ModelError
+    from codec.models.styleflow import StyleFlowPoseEditor
+
+    monkeypatch.setenv("STV_HOME", str(tmp_path))
+    with pytest.raises(ModelError) as error:
+        zoo.load_pose_editor(None, "stylegan2-ffhq-config-f")
+    assert "stv-weights fetch styleflow" in str(error.value) and "linear" in str(error.value)
+    file = zoo.location("styleflow")
+    file.parent.mkdir(parents=True)
+    torch.save(synthetic_state(styleflow_layout(dim=8, hidden=(16,), condition=17), seed=1), file)
+    monkeypatch.setattr(zoo, "verify", lambda name, path: "")  # a stand-in file: no published digest to match
+    editor = zoo.load_pose_editor(None, "stylegan2-ffhq-config-f")
+    assert isinstance(editor, StyleFlowPoseEditor) and editor.condition is None
