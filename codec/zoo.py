@@ -41,6 +41,15 @@ class ModelEntry:
     sha256_prefix: str | None = None
     pip: str | None = None
     note: str = ""
+    git_blob: str | None = None  # git's blob id (sha1 of b"blob <size>\0" + bytes): the check when no sha256 is known
+    used_by: tuple[str, ...] = ()  # "command: role" lines for `stv-weights list`
+    measured: bool | None = None  # channel tables: False = taken from an unofficial list, not measured on real weights
+    derived_from: tuple[str, ...] = ()  # files made locally: the models `stv-weights convert` makes them from
+
+    @property
+    def checkable(self) -> bool:
+        """Whether the manifest holds a published digest to check this file against."""
+        return bool(self.sha256 or self.git_blob or self.sha256_prefix)
 
 
 def manifest(path: Path | None = None) -> dict[str, ModelEntry]:
@@ -50,7 +59,9 @@ def manifest(path: Path | None = None) -> dict[str, ModelEntry]:
         out[name] = ModelEntry(name=name, file=e["file"], role=e["role"], url=e.get("url"), sha256=e.get("sha256"),
                                size=e.get("size"), licence=e.get("licence", ""), shipped=e.get("shipped", False),
                                direct=e.get("direct", True), sha256_prefix=e.get("sha256_prefix"),
-                               pip=e.get("pip"), note=e.get("note", ""))
+                               pip=e.get("pip"), note=e.get("note", ""), git_blob=e.get("git_blob"),
+                               used_by=tuple(e.get("used_by", ())), measured=e.get("measured"),
+                               derived_from=tuple(e.get("derived_from", ())))
     return out
 
 
@@ -80,33 +91,68 @@ def path(name: str) -> Path:
     return p
 
 
-def sha256_of(file: Path, progress: Callable[[int], Any] | None = None) -> str:
+def file_digests(file: Path, git_blob: bool = False,
+                 progress: Callable[[int], Any] | None = None) -> tuple[str, str | None]:
+    """(sha256, git blob id or None) of `file`, read once."""
     h = hashlib.sha256()
+    blob = None
+    if git_blob:
+        blob = hashlib.sha1()
+        blob.update(b"blob %d\0" % Path(file).stat().st_size)
     with open(file, "rb") as f:
         while block := f.read(CHUNK):
             h.update(block)
+            if blob is not None:
+                blob.update(block)
             if progress:
                 progress(len(block))
-    return h.hexdigest()
+    return h.hexdigest(), (blob.hexdigest() if blob is not None else None)
+
+
+def sha256_of(file: Path, progress: Callable[[int], Any] | None = None) -> str:
+    return file_digests(file, progress=progress)[0]
+
+
+def git_blob_of(file: Path) -> str:
+    """git's blob id of `file` (what `git hash-object FILE` prints)."""
+    return file_digests(file, git_blob=True)[1]
+
+
+def check_digests(e: ModelEntry, file: Path, sha256: str, git_blob: str | None) -> None:
+    """ModelError unless the digests of `file` match what the manifest publishes for entry `e`."""
+    if e.sha256 and sha256 != e.sha256:
+        raise ModelError(f"{file}: sha256 {sha256} does not match the manifest's {e.sha256} for {e.name!r}")
+    if e.sha256_prefix and not sha256.startswith(e.sha256_prefix):
+        raise ModelError(f"{file}: sha256 {sha256} does not start with {e.sha256_prefix} as {e.name!r} requires")
+    if git_blob is not None and e.git_blob and not e.sha256 and git_blob != e.git_blob:
+        raise ModelError(f"{file}: git blob id {git_blob} does not match the manifest's {e.git_blob} for {e.name!r}")
+
+
+def check_size(e: ModelEntry, file: Path) -> None:
+    size = Path(file).stat().st_size
+    if e.size is not None and size != e.size:
+        raise ModelError(f"{file}: {size} bytes, but {e.name!r} is {e.size} bytes "
+                         f"({'truncated or incomplete' if size < e.size else 'a different file'})")
 
 
 def verify(name: str, file: Path) -> str:
-    """sha256 of `file`, checked against the manifest (full digest, else torchvision-style prefix)."""
+    """sha256 of `file`, checked against the manifest: its size, then the full sha256, else the torchvision-style
+    prefix, else the git blob id."""
     e = entry(name)
-    digest = sha256_of(file)
-    if e.sha256 and digest != e.sha256:
-        raise ModelError(f"{file}: sha256 {digest} does not match the manifest's {e.sha256} for {name!r}")
-    if e.sha256_prefix and not digest.startswith(e.sha256_prefix):
-        raise ModelError(f"{file}: sha256 {digest} does not start with {e.sha256_prefix} as {name!r} requires")
-    return digest
+    check_size(e, file)
+    sha256, blob = file_digests(file, git_blob=bool(e.git_blob and not e.sha256))
+    check_digests(e, file, sha256, blob)
+    return sha256
 
 
 # --- fetching ------------------------------------------------------------------------------------------------
 
 def download(url: str, dest: Path, expected_sha256: str | None, expected_prefix: str | None = None,
-             progress_factory: Callable[[int | None, int], Any] | None = None, timeout: float = 60.0) -> str:
+             progress_factory: Callable[[int | None, int], Any] | None = None, timeout: float = 60.0,
+             expected_git_blob: str | None = None) -> str:
     """Download `url` to `dest` atomically: bytes go to `dest.part` (resumed with an HTTP Range request when a
-    partial file exists), are hashed, and the part is renamed onto `dest` only if the sha256 matches.
+    partial file exists), are hashed, and the part is renamed onto `dest` only if the sha256 (or the sha256
+    prefix, or the git blob id) matches.
     A mismatching download is deleted (a resume cannot repair it). Returns the sha256."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -146,14 +192,28 @@ def download(url: str, dest: Path, expected_sha256: str | None, expected_prefix:
         if total is not None and part.stat().st_size < total:
             raise ModelError(f"download of {url} stopped at {part.stat().st_size} of {total} bytes; "
                              "run the fetch again to resume")
-    digest = sha256_of(part)
+    digest, blob = file_digests(part, git_blob=bool(expected_git_blob))
     bad = (expected_sha256 and digest != expected_sha256) or (expected_prefix and not digest.startswith(expected_prefix))
     if bad:
         part.unlink()
         raise ModelError(f"{url}: sha256 {digest} does not match the expected "
                          f"{expected_sha256 or expected_prefix + '...'}; the download was deleted")
+    if expected_git_blob and blob != expected_git_blob:
+        part.unlink()
+        raise ModelError(f"{url}: git blob id {blob} does not match the expected {expected_git_blob}; "
+                         "the download was deleted")
     os.replace(part, dest)
     return digest
+
+
+class ManualDownload(ModelError):
+    """Model `name` must be downloaded by hand from `url`, then registered with `command`."""
+
+    def __init__(self, name: str, url: str):
+        self.name, self.url = name, url
+        self.command = f"stv-weights install PATH/TO/{entry(name).file} {name}"
+        super().__init__(f"{name!r} is published on a web page a script cannot download reliably: get it from "
+                         f"{url}, then run `{self.command}`")
 
 
 def fetch(name: str, allow_unverified: bool = False,
@@ -167,17 +227,164 @@ def fetch(name: str, allow_unverified: bool = False,
     if e.pip:
         raise ModelError(f"{name!r} comes with the pip package {e.pip!r}; nothing to fetch")
     if e.url is None:
-        raise ModelError(f"{name!r} is made locally: run `stv-weights convert`")
-    if not e.direct:
-        raise ModelError(f"{name!r} is published on a web page a script cannot download reliably: get it from "
-                         f"{e.url} and place it at {target}")
+        raise ModelError(f"{name!r} is made locally: run `stv-weights convert FILE` on the file of one of: "
+                         f"{', '.join(e.derived_from) or '(none listed)'}")
     if target.exists():
-        verify(name, target)
+        _remember(name, target, verify(name, target))
         return target
-    if not (e.sha256 or e.sha256_prefix) and not allow_unverified:
+    if not e.direct:
+        raise ManualDownload(name, e.url)
+    if not e.checkable and not allow_unverified:
         raise ModelError(f"no published sha256 for {name!r}: pass --allow-unverified to download it unchecked")
-    download(e.url, target, e.sha256, e.sha256_prefix, progress_factory)
+    digest = download(e.url, target, e.sha256, e.sha256_prefix, progress_factory,
+                      expected_git_blob=None if e.sha256 else e.git_blob)
+    _remember(name, target, digest)
     return target
+
+
+# --- installing files the user already has ---------------------------------------------------------------------
+
+RECORDS = "installed.json"  # in cache_dir(): the digests of what install/fetch placed there, keyed by model name
+
+
+def _records() -> dict:
+    try:
+        data = json.loads((cache_dir() / RECORDS).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _remember(name: str, file: Path, sha256: str, source: Path | None = None) -> None:
+    """Note the digests of an installed file, with its size, mtime and inode so a later change shows."""
+    e = entry(name)
+    st = Path(file).stat()
+    records = _records()
+    records[name] = {"sha256": sha256, "git_blob": git_blob_of(file) if e.git_blob else None, "size": st.st_size,
+                     "mtime_ns": st.st_mtime_ns, "inode": st.st_ino, "source": str(source) if source else None}
+    tmp = cache_dir() / f".{RECORDS}.{os.getpid()}"
+    tmp.write_text(json.dumps(records, indent=1, sort_keys=True))
+    os.replace(tmp, cache_dir() / RECORDS)
+
+
+def probe_loadable(file: Path) -> None:
+    """ModelError unless `file` loads without running code: .pt/.pth with torch.load(weights_only=True), .pkl
+    with the restricted unpickler (it must hold a G_ema network), .safetensors by reading its header."""
+    file = Path(file)
+    suffix = file.suffix.lower()
+    if suffix in (".pt", ".pth"):
+        import zipfile
+
+        try:
+            torch.load(file, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(file))
+        except Exception as exc:  # noqa: BLE001 - any failure means: not a plain weights file
+            text = str(exc) or type(exc).__name__
+            if text.startswith("Weights only load failed"):  # the pickle names something beyond tensors
+                detail = next((ln.strip() for ln in text.splitlines() if "GLOBAL" in ln or "global" in ln), "")
+                raise ModelError(f"{file}: refused: a pickle that would run code or build objects beyond tensors "
+                                 f"(torch.load weights_only=True: {detail[:160] or 'refused'})") from None
+            raise ModelError(f"{file}: refused: damaged or not a torch file ({text.split('. ')[0][:160]})") from None
+    elif suffix == ".pkl":
+        from codec.models.nvidia_pickle import nvidia_generator
+
+        nvidia_generator(file)
+    elif suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                f.metadata()
+        except Exception as exc:  # noqa: BLE001
+            raise ModelError(f"{file}: refused: not a readable safetensors file ({exc})") from None
+
+
+def _place(source: Path, dest: Path, sha256: str) -> str:
+    """Put `source` at `dest` atomically: a hard link when both are on one filesystem, else a copy whose
+    sha256 is checked again; either goes to a temporary name first and is renamed onto `dest`."""
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.install")
+    tmp.unlink(missing_ok=True)
+    try:
+        try:
+            os.link(source, tmp)
+            how = "linked"
+        except OSError:
+            h = hashlib.sha256()
+            with open(source, "rb") as fi, open(tmp, "wb") as fo:
+                while block := fi.read(CHUNK):
+                    h.update(block)
+                    fo.write(block)
+                fo.flush()
+                os.fsync(fo.fileno())
+            if h.hexdigest() != sha256:
+                raise ModelError(f"{source} changed while it was being copied; nothing installed")
+            how = "copied"
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return how
+
+
+def check_kind(e: ModelEntry) -> str:
+    return "sha256" if e.sha256 else ("git blob" if e.git_blob else ("sha256 prefix" if e.sha256_prefix else ""))
+
+
+def install(name: str, source: Path, allow_unverified: bool = False) -> tuple[Path, str]:
+    """Register a file the user already has as model `name`: check its size and digest against the manifest
+    (or nothing, with allow_unverified, where none is published), check that it loads without running code,
+    then link or copy it into the cache atomically. Nothing in the cache changes unless every check passes.
+    Returns (installed path, what was done: 'linked'/'copied' + how it was checked)."""
+    e = entry(name)
+    if e.shipped:
+        raise ModelError(f"{name!r} ships with stv ({location(name)}); nothing to install")
+    if e.pip:
+        raise ModelError(f"{name!r} comes with the pip package {e.pip!r}; nothing to install")
+    source = Path(source)
+    if not source.exists():
+        raise ModelError(f"{source}: no such file")
+    if not source.is_file():
+        raise ModelError(f"{source}: not a regular file; give the downloaded file itself")
+    if not e.checkable and not allow_unverified:
+        raise ModelError(f"no published digest for {name!r}: pass --allow-unverified to install {source} unchecked")
+    check_size(e, source)
+    sha256, blob = file_digests(source, git_blob=bool(e.git_blob and not e.sha256))
+    check_digests(e, source, sha256, blob)
+    probe_loadable(source)
+    dest = location(name)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    how = "already there" if dest.is_file() and os.path.samefile(dest, source) else _place(source, dest, sha256)
+    _remember(name, dest, sha256, source)
+    return dest, f"{how}, {('verified by ' + check_kind(e)) if e.checkable else 'UNVERIFIED (no published digest)'}"
+
+
+def status(name: str) -> tuple[str, str]:
+    """(where it stands, whether it is verified) of model `name`, for `stv-weights list`. Files install/fetch
+    recorded are not hashed again unless their size, mtime or inode changed."""
+    e = entry(name)
+    where = location(name)
+    if e.pip:
+        return "pip", "-"
+    if not where.is_file():
+        return "missing", "-"
+    state = "shipped" if e.shipped else "installed"
+    if e.measured is False:
+        return state, "UNVERIFIED content (not measured on real weights)"
+    if not e.checkable:
+        return state, "unverified (no published digest)"
+    st = where.stat()
+    rec = None if e.shipped else _records().get(name)
+    fresh = isinstance(rec, dict) and (rec.get("size"), rec.get("mtime_ns"), rec.get("inode")) == (
+        st.st_size, st.st_mtime_ns, st.st_ino)
+    need_blob = bool(e.git_blob and not e.sha256)
+    if fresh and (rec.get("git_blob") or not need_blob):
+        sha256, blob = rec.get("sha256", ""), rec.get("git_blob")
+    else:
+        sha256, blob = file_digests(where, git_blob=need_blob)
+    try:
+        check_size(e, where)
+        check_digests(e, where, sha256, blob)
+    except ModelError:
+        return state, "MISMATCH (not the published file)"
+    return state, f"verified ({check_kind(e)})"
 
 
 # --- generators ----------------------------------------------------------------------------------------------
@@ -227,20 +434,57 @@ def generator_digest(name: str = "tiny") -> str:
 
 # --- converting official checkpoints ---------------------------------------------------------------------------
 
-def generator_from_e4e(checkpoint: Path):
-    """The StyleGAN2 decoder inside e4e's checkpoint (torch.load weights_only=True) -> Generator."""
+# What `stv-weights convert` writes as the file's provenance: the same for every source, so that the converted
+# bytes (and so the generator digest) depend only on the weights, not on which official file they came from.
+CONVERTED_HOW = {"made_by": "stv-weights convert"}
+
+
+def generator_from_checkpoint(checkpoint: Path):
+    """A rosinality-layout generator in a torch checkpoint (torch.load weights_only=True) -> (Generator, layout).
+
+    Layouts: e4e/pSp {'state_dict': {'encoder.*', 'decoder.*'}, 'latent_avg': [18, 512], 'opts'} ('e4e'), and
+    rosinality's own {'g_ema': state_dict, 'latent_avg': [512]} as convert_weight.py writes it, e.g. pSp/e4e's
+    pretrained_models/stylegan2-ffhq-config-f.pt ('rosinality'; other keys such as 'g' or 'd' are ignored)."""
     from codec.models.stylegan2 import Generator, config_from_rosinality, load_rosinality_state_dict
 
     try:
         ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ModelError(f"{checkpoint}: not loadable with weights_only=True: {exc}") from exc
-    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict) or not any(k.startswith("decoder.") for k in state):
-        raise ModelError(f"{checkpoint}: no 'decoder.' weights (not an e4e/pSp checkpoint)")
-    decoder = {k[len("decoder."):]: v for k, v in state.items() if k.startswith("decoder.")}
-    g = Generator(config_from_rosinality(decoder))
-    return load_rosinality_state_dict(g, decoder, ckpt.get("latent_avg"))
+    if not isinstance(ckpt, dict):
+        raise ModelError(f"{checkpoint}: not a generator checkpoint (a {type(ckpt).__name__}, not a dict)")
+    if isinstance(ckpt.get("g_ema"), dict):
+        state, layout = ckpt["g_ema"], "rosinality"
+        if ckpt.get("latent_avg") is None:
+            raise ModelError(f"{checkpoint}: rosinality checkpoint without 'latent_avg' (a training checkpoint?); "
+                             "convert_weight.py's output, e4e's checkpoint or the NVIDIA pickle carry it")
+    else:
+        state = ckpt.get("state_dict", ckpt)
+        if not isinstance(state, dict) or not any(k.startswith("decoder.") for k in state):
+            raise ModelError(f"{checkpoint}: neither 'decoder.' weights (an e4e/pSp checkpoint) nor 'g_ema' "
+                             "(a rosinality checkpoint)")
+        state, layout = {k[len("decoder."):]: v for k, v in state.items() if k.startswith("decoder.")}, "e4e"
+    g = Generator(config_from_rosinality(state))
+    return load_rosinality_state_dict(g, state, ckpt.get("latent_avg")), layout
+
+
+def generator_from_e4e(checkpoint: Path):
+    """The StyleGAN2 decoder inside e4e's checkpoint (or a rosinality checkpoint) -> Generator."""
+    return generator_from_checkpoint(checkpoint)[0]
+
+
+def convert_generator(source: Path, output: Path, kind: str = "auto") -> tuple[Any, str]:
+    """Official generator file -> stv safetensors at `output` (atomically). kind: 'auto' (by suffix and
+    content), 'nvidia' (.pkl), or 'e4e'/'rosinality' (torch checkpoints, told apart by their keys).
+    Returns (Generator, the layout found)."""
+    if kind == "auto":
+        kind = "nvidia" if Path(source).suffix == ".pkl" else "checkpoint"
+    if kind == "nvidia":
+        g, layout = generator_from_nvidia_pickle(source), "nvidia"
+    else:
+        g, layout = generator_from_checkpoint(source)
+    save_generator(g, output, CONVERTED_HOW)
+    return g, layout
 
 
 def generator_from_nvidia_pickle(pickle_file: Path):

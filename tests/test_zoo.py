@@ -114,9 +114,9 @@ def test_cli_fetch_verifies_and_refuses_unverified(fake_manifest, tmp_path):
     assert result.output.count("\n") == 1  # one clean line, no traceback
     assert runner.invoke(cli, ["fetch", "nohash", "-q", "--allow-unverified"]).exit_code == 0
     result = runner.invoke(cli, ["fetch", "page", "-q"])
-    assert result.exit_code == 2 and "place it at" in result.output
+    assert result.exit_code == 2 and "stv-weights install PATH/TO/page.bin page" in result.output
     result = runner.invoke(cli, ["list"])
-    assert result.exit_code == 0 and "good" in result.output and "present" in result.output
+    assert result.exit_code == 0 and "good" in result.output and "verified (sha256)" in result.output
 
 
 def test_real_manifest_is_complete():
