@@ -343,6 +343,9 @@ def install(name: str, source: Path, allow_unverified: bool = False) -> tuple[Pa
         raise ModelError(f"{source}: no such file")
     if not source.is_file():
         raise ModelError(f"{source}: not a regular file; give the downloaded file itself")
+    if source.suffix.lower() != Path(e.file).suffix.lower():
+        hint = "; convert a generator checkpoint with `stv-weights convert`" if e.derived_from else ""
+        raise ModelError(f"{source}: {name!r} is a {Path(e.file).suffix} file ({e.file}), this is not{hint}")
     if not e.checkable and not allow_unverified:
         raise ModelError(f"no published digest for {name!r}: pass --allow-unverified to install {source} unchecked")
     check_size(e, source)

@@ -125,6 +125,8 @@ def test_bad_files_change_nothing(weights_env, tmp_path):
     truncated.write_bytes(good.read_bytes()[:100])
     evil = tmp_path / "evil.pt"
     evil.write_bytes(pickle.dumps({"w": _Evil()}, protocol=2))
+    other_suffix = tmp_path / "net.safetensors"
+    other_suffix.write_bytes(good.read_bytes())
     MARKER.unlink(missing_ok=True)
     cases = [
         (["install", str(wrong), "net"], ("does not match",)),
@@ -136,6 +138,7 @@ def test_bad_files_change_nothing(weights_env, tmp_path):
         (["install", str(tmp_path / "absent.pt"), "net"], ("no such file",)),
         (["install", str(good), "nosuchmodel"], ("unknown model",)),
         (["install", str(good), "table"], ("ships with stv",)),
+        (["install", str(other_suffix), "net"], ("is a .pt file",)),
     ]
     for args, words in cases:
         _one_line_failure(runner.invoke(cli, args), *words)
