@@ -47,7 +47,7 @@ def weights_env(tmp_path, monkeypatch):
         "net": {"role": "test", "file": "net.pt", "url": "https://drive.google.com/x", "direct": False,
                 "sha256": zoo.sha256_of(good), "size": good.stat().st_size, "licence": "t",
                 "used_by": ["stvenc: testing"]},
-        "flow": {"role": "test", "file": "flow.pt", "url": "file:///nowhere/flow.pt", "direct": True,
+        "flow": {"role": "test", "file": "flow.pt", "url": flow.as_uri(), "direct": True,
                  "sha256": None, "size": None, "git_blob": zoo.git_blob_of(flow), "licence": "t"},
         "free": {"role": "test", "file": "free.pt", "url": "https://example.invalid/free.pt", "direct": False,
                  "sha256": None, "size": None, "licence": "t"},
@@ -154,6 +154,23 @@ def test_install_unverified_when_allowed(weights_env):
     assert "unverified (no published digest)" in CliRunner().invoke(cli, ["list"]).output
 
 
+def test_stand_ins_install_under_a_manifest_without_digests(tmp_path, monkeypatch):
+    """--allow-unverified cannot override a published digest; a test's stand-in for an official file is
+    installed under a manifest (STV_MANIFEST) that leaves the digest out."""
+    monkeypatch.setenv("STV_HOME", str(tmp_path / "home"))
+    stand_in = tmp_path / "model_ir_se50.pth"
+    torch.save({"w": torch.ones(3)}, stand_in)
+    _one_line_failure(CliRunner().invoke(cli, ["install", str(stand_in), "arcface_ir_se50", "--allow-unverified"]),
+                      "175367323 bytes")
+    data = json.loads(zoo.MANIFEST.read_text())
+    data["models"]["arcface_ir_se50"].update(sha256=None, size=None)
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    monkeypatch.setenv("STV_MANIFEST", str(tmp_path / "manifest.json"))
+    result = CliRunner().invoke(cli, ["install", str(stand_in), "arcface_ir_se50", "--allow-unverified"])
+    assert result.exit_code == 0 and "UNVERIFIED" in result.output, result.output
+    assert zoo.path("arcface_ir_se50").read_bytes() == stand_in.read_bytes()
+
+
 def test_fetch_all_says_what_to_install_by_hand(weights_env, monkeypatch):
     def offline(*_, **__):
         raise AssertionError("no network in tests")
@@ -169,6 +186,19 @@ def test_fetch_all_says_what_to_install_by_hand(weights_env, monkeypatch):
     assert "https://drive.google.com/x" in out and "stv-weights install PATH/TO/net.pt net" in out
     assert "stv-weights install PATH/TO/free.pt free" in out
     assert "flow: " in out
+
+
+def test_fetch_checks_the_git_blob_id(weights_env, monkeypatch):
+    """A file:// URL stands in for the raw GitHub one: the download is kept only if its git blob id matches."""
+    home, _, flow = weights_env
+    assert CliRunner().invoke(cli, ["fetch", "flow", "-q"]).exit_code == 0
+    assert (home / "weights" / "flow.pt").read_bytes() == flow.read_bytes()
+    assert "verified (git blob)" in CliRunner().invoke(cli, ["list"]).output
+    (home / "weights" / "flow.pt").unlink()
+    flow.write_bytes(b"Q" + flow.read_bytes()[1:])  # the server now serves other bytes
+    before = _tree(home)
+    _one_line_failure(CliRunner().invoke(cli, ["fetch", "flow", "-q"]), "git blob id", "deleted")
+    assert _tree(home) == before
 
 
 def test_real_manifest_carries_published_digests():
