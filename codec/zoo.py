@@ -359,7 +359,7 @@ def install(name: str, source: Path, allow_unverified: bool = False) -> tuple[Pa
     dest.parent.mkdir(parents=True, exist_ok=True)
     how = "already there" if dest.is_file() and os.path.samefile(dest, source) else _place(source, dest, sha256)
     _remember(name, dest, sha256, source)
-    return dest, f"{how}, {('verified by ' + check_kind(e)) if e.checkable else 'UNVERIFIED (no published digest)'}"
+    return dest, f"{how}; {('verified by ' + check_kind(e)) if e.checkable else 'UNVERIFIED: no published digest'}"
 
 
 def status(name: str) -> tuple[str, str]:
@@ -370,10 +370,13 @@ def status(name: str) -> tuple[str, str]:
     if e.pip:
         return "pip", "-"
     if not where.is_file():
-        return "missing", "-"
+        if e.derived_from:
+            return "missing", "make it with `stv-weights convert`"
+        return "missing", f"`stv-weights fetch {name}`" + ("" if e.direct else " says where to get it by hand")
     state = "shipped" if e.shipped else "installed"
-    if e.measured is False:
-        return state, "UNVERIFIED content (not measured on real weights)"
+    if e.measured is not None:
+        return state, ("measured on its generator's weights" if e.measured else
+                       "UNVERIFIED content (not measured on real weights)")
     if not e.checkable:
         return state, "unverified (no published digest)"
     st = where.stat()
