@@ -127,7 +127,7 @@ def check_digests(e: ModelEntry, file: Path, sha256: str, git_blob: str | None) 
         raise ModelError(f"{file}: sha256 {sha256} does not match the manifest's {e.sha256} for {e.name!r}")
     if e.sha256_prefix and not sha256.startswith(e.sha256_prefix):
         raise ModelError(f"{file}: sha256 {sha256} does not start with {e.sha256_prefix} as {e.name!r} requires")
-    if git_blob is not None and e.git_blob and not e.sha256 and git_blob != e.git_blob:
+    if e.git_blob and not e.sha256 and git_blob != e.git_blob:  # None (not computed) fails too
         raise ModelError(f"{file}: git blob id {git_blob} does not match the manifest's {e.git_blob} for {e.name!r}")
 
 
