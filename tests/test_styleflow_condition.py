@@ -135,3 +135,42 @@ def test_config_f_default_editor_is_styleflow_when_installed_else_one_error_nami
     monkeypatch.setattr(zoo, "verify", lambda name, path: "")  # a stand-in file: no published digest to match
     editor = zoo.load_pose_editor(None, "stylegan2-ffhq-config-f")
     assert isinstance(editor, StyleFlowPoseEditor) and editor.condition is None
+
+
+
+def test_encoder_part1_estimates_the_condition_for_a_styleflow_editor(tmp_path):
+    # The wiring: given a StyleFlow editor without a condition, part 1 estimates it from the ID latent (a cached
+    # stage like the others), solves the pose under it from its own yaw/pitch, and returns it for the stream.
+    from codec import zoo
+    from codec.encoder.head_pose import PoseSettings
+    from codec.encoder.losses import make_lpips
+    from codec.encoder.pipeline import EncoderModels, Part1Settings, encode_part1
+    from codec.models.arcface import seeded_standin
+    from codec.models.styleflow import StyleFlowPoseEditor
+    from encoder_fixtures import synthetic_clip
+    from test_encoder_head_pose import STOP_AT, masks_at
+
+    clip = synthetic_clip()
+    frames = clip.frames[:3]
+    dim = clip.id_latent.shape[-1]
+    editor = StyleFlowPoseEditor(seeded_flow(dim, 16))
+    models = EncoderModels(clip.generator, editor, make_lpips(), seeded_standin(0), encoder=zoo.load_inverter("tiny"))
+    settings = Part1Settings(inverter="e4e", stop_at=STOP_AT, pose=PoseSettings(steps=2, batch_frames=8),
+                             condition=ConditionSettings(steps=2, tolerance=1e-3))
+    first = encode_part1(frames, models, masks_at(STOP_AT), settings, tmp_path, "clip", progress=False)
+    condition = first.styleflow_condition
+    assert condition.shape == (17,) and torch.isfinite(condition).all()
+    assert torch.equal(torch.as_tensor(editor.condition), condition)
+    assert not torch.equal(condition, prior()[0])  # really fitted, not the prior mean
+    assert styleflow_pose_spec(condition)["condition"] == condition.tolist()
+    editor.condition = None
+    again = encode_part1(frames, models, masks_at(STOP_AT), settings, tmp_path, "clip", progress=False)
+    assert again.generator_renders == {} and torch.equal(again.styleflow_condition, condition)
+    # a condition given with the editor is kept, and the pose search starts from its yaw/pitch (2 Adam steps of
+    # 1.5 units cannot get far from there)
+    given = condition.clone()
+    given[YAW_INDEX], given[PITCH_INDEX] = 15.0, -10.0
+    editor.condition = given
+    third = encode_part1(frames, models, masks_at(STOP_AT), settings, tmp_path / "given", "clip", progress=False)
+    assert torch.equal(third.styleflow_condition, given)
+    assert (abs(third.yaw - 15.0) <= 3.5).all() and (abs(third.pitch + 10.0) <= 3.5).all()

@@ -30,6 +30,7 @@ from codec.encoder.refine import RefineSettings, refine
 from codec.encoder.roll import RollSettings, estimate_roll
 from codec.encoder.pose_directions import ESTIMATORS
 from codec.encoder.sensitivity import load_channel_table
+from codec.encoder.styleflow_condition import styleflow_pose_spec
 from codec.encoder.workdir import cached_stage, stage_key
 from codec.errors import InputError, ModelError
 from codec.preprocess.align import align_video
@@ -117,6 +118,9 @@ def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str =
     models = EncoderModels(generator, editor, lpips_module, _identity_network(arcface, device),
                            encoder=inverter, pose_estimator=_pose_estimator(pose_spec["model"]))
     part1 = encode_part1(clip.images, models, clip.masks, settings.part1, work_dir, input_key, progress)
+    if part1.styleflow_condition is not None:
+        pose_spec = styleflow_pose_spec(part1.styleflow_condition,
+                                        zoo.DEFAULT_STYLEFLOW_EDITOR.get(settings.generator, "styleflow"))
 
     table = load_channel_table(zoo.WEIGHTS_DIR / CHANNEL_TABLES[settings.generator])
     table.check_layout(generator.layout)

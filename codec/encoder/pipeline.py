@@ -20,8 +20,10 @@ from codec.encoder.head_pose import PoseSettings, encode_head_pose
 from codec.encoder.id_select import select_id_frame
 from codec.encoder.invert import Encoder, ProjectSettings, in_batches, invert
 from codec.encoder.pose_directions import PoseEstimator
+from codec.encoder.styleflow_condition import ConditionSettings, estimate_condition
 from codec.encoder.workdir import cached_stage, stage_key
 from codec.models.pose import PoseEditor
+from codec.models.styleflow import PITCH_INDEX, YAW_INDEX, StyleFlowPoseEditor
 
 @dataclass
 class EncoderModels:
@@ -40,6 +42,7 @@ class Part1Settings:
     project: ProjectSettings = field(default_factory=ProjectSettings)
     pose: PoseSettings = field(default_factory=PoseSettings)
     frontal_weight: float = 0.5
+    condition: ConditionSettings = field(default_factory=ConditionSettings)  # StyleFlow editors only
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class Part1Result:
     key: str  # cache key of the last stage (what later stages chain on)
     generator_renders: dict[str, RenderCount]  # per stage run (not read from the cache), summed over frames;
     # pose at the `stop_at` resolution
+    styleflow_condition: torch.Tensor | None = None  # [17] the ID latent's condition, when the editor is StyleFlow
 
 
 def inversion_targets(generator: torch.nn.Module, latents: torch.Tensor, stop_at: int | None = None,
@@ -104,16 +108,33 @@ def encode_part1(
     id_frame = int(selection["id_frame"][0])
     id_latent = latents[id_frame]
 
-    key = stage_key(key, "pose", {"pose": asdict(settings.pose), "stop_at": settings.stop_at})
+    condition = None
+    if isinstance(models.editor, StyleFlowPoseEditor):
+        if models.editor.condition is None:
+            # StyleFlow edits need the ID latent's own condition: estimated offline, under the flow
+            key = stage_key(key, "condition", asdict(settings.condition))
+
+            def run_condition():
+                models.editor.to(next(generator.parameters()).device)  # the ODE fit runs where the generator does
+                estimate = estimate_condition(models.editor.flow, id_latent, settings=settings.condition)
+                return {"condition": estimate.condition[0].cpu()}
+
+            models.editor.condition = cached_stage(work_dir, "condition", key, run_condition)["condition"]
+        condition = torch.as_tensor(models.editor.condition, dtype=torch.float32).reshape(-1).cpu()
+    # StyleFlow's yaw/pitch are absolute (they replace the condition's): start from the ID latent's own pose
+    initial_pose = (0.0, 0.0) if condition is None else (float(condition[YAW_INDEX]), float(condition[PITCH_INDEX]))
+    pose_key = {"pose": asdict(settings.pose), "stop_at": settings.stop_at}
+    key = stage_key(key, "pose", pose_key if condition is None else {**pose_key, "condition": condition.tolist()})
 
     def run_pose():
         targets = inversion_targets(generator, latents, settings.stop_at)
         track = encode_head_pose(generator, models.editor, id_latent, targets, masks["face_rigid"], masks["face"],
-                                 models.lpips, settings.stop_at, settings=settings.pose, progress=progress)
+                                 models.lpips, settings.stop_at, initial_pose, settings=settings.pose,
+                                 progress=progress)
         renders["pose"] = track.renders + RenderCount(forwards=len(latents))  # the targets G(L_t)
         return {"yaw": torch.from_numpy(track.yaw), "pitch": torch.from_numpy(track.pitch)}
 
     pose = cached_stage(work_dir, "pose", key, run_pose)
     return Part1Result(latents, id_frame, id_latent, selection["scores"].numpy(), pose["yaw"].numpy(),
-                       pose["pitch"].numpy(), key, renders)
+                       pose["pitch"].numpy(), key, renders, condition)
 
