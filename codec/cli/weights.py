@@ -40,9 +40,11 @@ def list_models() -> None:
     Files that `install`/`fetch` placed are not hashed again unless their size, time or inode changed."""
     from codec import zoo
 
-    for name, e in zoo.manifest().items():
+    models = zoo.manifest()
+    width = max(len(e.role) for e in models.values())
+    for name, e in models.items():
         state, check = zoo.status(name)
-        click.echo(f"{name:26s} {e.role:24s} {state:9s} {check}")
+        click.echo(f"{name:26s} {e.role:{width}s} {state:9s} {check}")
         click.echo(f"{'':26s} file: {zoo.location(name)}")
         for use in e.used_by:
             click.echo(f"{'':26s} needed by {use}")
