@@ -233,3 +233,13 @@ def test_half_precision_path_stays_within_a_few_levels(stream, full, generator):
     frames = list(decode(StvReader(stream[0]), half, seeded_editor(generator), 0, CHUNK, settings))  # one batch
     diff = np.abs(np.stack([f.image for f in frames]).astype(int) - np.stack([f.image for f in full[:CHUNK]]))
     assert diff.max() <= 4 and diff.mean() <= 0.5
+
+
+def test_a_styleflow_stream_without_its_condition_is_refused_up_front(monkeypatch):
+    """A config-f stream's default editor is StyleFlow, whose condition only the `pose` extension carries."""
+    from codec.decoder.decode import pose_editor_for
+    from codec.models.styleflow import StyleFlowPoseEditor
+
+    monkeypatch.setattr("codec.zoo.load_pose_editor", lambda spec, name: StyleFlowPoseEditor(flow=None))
+    with pytest.raises(BitstreamError, match="no 'pose' header extension"):
+        pose_editor_for(None, "stylegan2-ffhq-config-f")

@@ -98,6 +98,9 @@ def pose_editor_for(spec: dict | None, generator_name: str, device: torch.device
     """The pose editor a stream's pose spec (`StvHeader.pose_editor`) names (None: the generator's default),
     from the model zoo."""
     editor = zoo.load_pose_editor(spec, generator_name)
+    if getattr(editor, "condition", True) is None:  # StyleFlow with no condition: only the stream can give it
+        raise BitstreamError(f"this {generator_name!r} stream has no 'pose' header extension, which must carry the "
+                             "StyleFlow condition its pose edits were encoded under; it cannot be decoded")
     return _editor_on(editor, device)
 
 
