@@ -167,7 +167,7 @@ def test_bad_inputs_give_one_line_and_no_output(tmp_path, stream, generator):
     assert_one_line_error(run(unknown, out), "stylegan3-r")
     # a stream naming a pose editor this installation does not have
     warp = tmp_path / "warp.stv"
-    with StvWriter(warp, replace(header, extensions=((b"pose", b'{"editor": "warp"}'),))) as w:
+    with StvWriter(warp, replace(header, extensions=((b"pose", b'{"editor": "warp", "model": "warp-1"}'),))) as w:
         w.append(StvReader(stream).records())
     assert_one_line_error(run(warp, out), "pose editor", "warp")
     # puppeteering with another generator's latent, an image without a face, or neither
