@@ -272,7 +272,8 @@ def _remember(name: str, file: Path, sha256: str, source: Path | None = None) ->
 
 def probe_loadable(file: Path) -> None:
     """ModelError unless `file` loads without running code: .pt/.pth with torch.load(weights_only=True), .pkl
-    with the restricted unpickler (it must hold a G_ema network), .safetensors by reading its header."""
+    with the restricted unpickler (it must hold a G_ema network), .npy with numpy.load(allow_pickle=False),
+    .safetensors by reading its header."""
     file = Path(file)
     suffix = file.suffix.lower()
     if suffix in (".pt", ".pth"):
@@ -291,6 +292,13 @@ def probe_loadable(file: Path) -> None:
         from codec.models.nvidia_pickle import nvidia_generator
 
         nvidia_generator(file)
+    elif suffix == ".npy":  # a direction file: numpy refuses object arrays (pickles) with allow_pickle=False
+        import numpy as np
+
+        try:
+            np.load(file, allow_pickle=False)
+        except Exception as exc:  # noqa: BLE001
+            raise ModelError(f"{file}: refused: not a plain numpy array ({str(exc).split('. ')[0][:160]})") from None
     elif suffix == ".safetensors":
         from safetensors import safe_open
 
@@ -524,37 +532,114 @@ DEFAULT_POSE_EDITOR = {"tiny": "tiny-pose"}
 # Generators whose default editor is StyleFlow (the paper's): its condition comes from the stream's `pose`
 # extension, or from the encoder (codec.encoder.styleflow_condition) before it writes one.
 DEFAULT_STYLEFLOW_EDITOR = {"stylegan2-ffhq-config-f": "styleflow"}
+# `stvenc --pose-editor linear` without a name: each generator's default linear directions.
+DEFAULT_LINEAR_EDITOR = {"tiny": "tiny-pose", "stylegan2-ffhq-config-f": "ffhq-pose-interfacegan"}
+# Linear editors made of two published direction files (manifest names: yaw, pitch), for config-f's W+ [18, 512].
+# Units are the files' own, not degrees: one unit of yaw adds e4e's InterFaceGAN pose normal (norm 1 in W, the
+# same on all 18 rows) once; one unit of pitch adds a312863063's angle_pitch direction (norm 0.364 per row, the
+# same on all rows) once. How many degrees a unit turns a config-f face is not measured here (no real weights):
+# tools/fit_pose_directions.py --estimator landmarks on the real generator gives directions in degrees.
+LINEAR_DIRECTION_PAIRS = {"ffhq-pose-interfacegan": ("interfacegan-yaw", "ffhq-angle-pitch")}
+PAIR_LAYOUT = {"ffhq-pose-interfacegan": (18, 512)}
+
+
+def linear_editor_names() -> list[str]:
+    """Names `--pose-editor linear:NAME` accepts: manifest pose editors stored as safetensors directions, and
+    the published direction pairs."""
+    return sorted([n for n, e in manifest().items() if e.role == "pose editor" and e.file.endswith(".safetensors")]
+                  + list(LINEAR_DIRECTION_PAIRS))
+
+
+def pose_editor_spec(choice: str | None, generator_name: str) -> dict | None:
+    """`stvenc --pose-editor` (None, 'styleflow', 'linear' or 'linear:NAME') -> the stream's pose spec, checked by
+    name only (no file is read): {"editor": "linear", "model": NAME}; {"editor": "styleflow", "model": ...}
+    without its condition (the encoder estimates it); None for the generator's default. ModelError for a name
+    that is not a pose editor."""
+    if choice is None:
+        return None
+    kind, sep, name = choice.partition(":")
+    if kind == "styleflow" and not sep:
+        return {"editor": "styleflow", "model": DEFAULT_STYLEFLOW_EDITOR.get(generator_name, "styleflow")}
+    if kind != "linear" or (sep and not name):
+        raise ModelError(f"unknown pose editor {choice!r}: use styleflow, linear or linear:NAME")
+    if not sep:
+        if generator_name not in DEFAULT_LINEAR_EDITOR:
+            raise ModelError(f"no default linear pose editor for generator {generator_name!r}; name one "
+                             f"(linear:NAME, NAME one of {', '.join(linear_editor_names())})")
+        name = DEFAULT_LINEAR_EDITOR[generator_name]
+    if name not in linear_editor_names():
+        raise ModelError(f"unknown linear pose editor {name!r}; known: {', '.join(linear_editor_names())}")
+    return {"editor": "linear", "model": name}
+
+
+def _unconditioned_styleflow(name: str, generator_name: str):
+    from codec.models.styleflow import StyleFlowPoseEditor, load_styleflow
+
+    if not location(name).is_file():
+        raise ModelError(
+            f"no pose editor for generator {generator_name!r}: StyleFlow (its default) is not installed; get it "
+            f"with `stv-weights fetch {name}`, or use a linear editor (`stvenc --pose-editor linear[:NAME]`, "
+            f"directions from tools/fit_pose_directions.py or a published direction file)")
+    file = path(name)
+    verify(name, file)
+    return StyleFlowPoseEditor(load_styleflow(file))  # condition: none yet (the encoder estimates it)
+
+
+def encoder_pose_editor(choice: str | None, generator_name: str):
+    """(pose spec, editor) for the encoder: `choice` as pose_editor_spec takes it. The spec is None where the
+    editor is StyleFlow without its condition: the encoder writes the spec once it has estimated one."""
+    spec = pose_editor_spec(choice, generator_name)
+    if spec is None:
+        if generator_name in DEFAULT_STYLEFLOW_EDITOR:
+            return None, load_pose_editor(None, generator_name)
+        if generator_name not in DEFAULT_POSE_EDITOR:
+            raise ModelError(f"no default pose editor for generator {generator_name!r}; the stream must name one")
+        spec = {"editor": "linear", "model": DEFAULT_POSE_EDITOR[generator_name]}
+    if spec["editor"] == "styleflow":
+        return None, _unconditioned_styleflow(spec["model"], generator_name)
+    return spec, load_pose_editor(spec, generator_name)
+
+
+def load_linear_directions(name: str) -> torch.Tensor:
+    """[2, n_latent, style_dim] yaw/pitch directions of linear editor `name`: a safetensors file of the
+    manifest, or a published pair of direction files (LINEAR_DIRECTION_PAIRS), each checked by its digest."""
+    if name in LINEAR_DIRECTION_PAIRS:
+        from codec.models.pose import load_direction_file
+
+        files = []
+        for part in LINEAR_DIRECTION_PAIRS[name]:
+            if not location(part).is_file():
+                raise ModelError(f"linear pose editor {name!r} needs {part!r} ({entry(part).file}); get it with "
+                                 f"`stv-weights fetch {part}`")
+            files.append(path(part))
+            verify(part, files[-1])
+        try:
+            return torch.stack([load_direction_file(f, *PAIR_LAYOUT[name]) for f in files])
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(str(exc)) from None
+    from safetensors.torch import load_file
+
+    file = path(name)
+    verify(name, file)
+    return load_file(str(file))["directions"]
 
 
 def load_pose_editor(spec: dict | None, generator_name: str):
     """The pose editor of a stream: `spec` is the JSON of its b"pose" header extension (format_spec.md), e.g.
-    {"editor": "linear", "model": "tiny-pose"} or {"editor": "styleflow", "model": "styleflow",
-    "condition": [17 floats]}; None -> the generator's default editor."""
+    {"editor": "linear", "model": "tiny-pose"}, {"editor": "linear", "model": "ffhq-pose-interfacegan"} or
+    {"editor": "styleflow", "model": "styleflow", "condition": [17 floats]}; None -> the generator's default
+    editor."""
     if spec is None and generator_name in DEFAULT_STYLEFLOW_EDITOR:
-        from codec.models.styleflow import StyleFlowPoseEditor, load_styleflow
-
-        name = DEFAULT_STYLEFLOW_EDITOR[generator_name]
-        if not location(name).is_file():
-            raise ModelError(
-                f"no pose editor for generator {generator_name!r}: StyleFlow (its default) is not installed; get it "
-                f"with `stv-weights fetch {name}`, or use a linear editor (`stvenc --pose-editor linear[:NAME]`, "
-                f"directions from tools/fit_pose_directions.py or a published direction file)")
-        file = path(name)
-        verify(name, file)
-        return StyleFlowPoseEditor(load_styleflow(file))  # condition: none yet (the encoder estimates it)
+        return _unconditioned_styleflow(DEFAULT_STYLEFLOW_EDITOR[generator_name], generator_name)
     if spec is None:
         if generator_name not in DEFAULT_POSE_EDITOR:
             raise ModelError(f"no default pose editor for generator {generator_name!r}; the stream must name one")
         spec = {"editor": "linear", "model": DEFAULT_POSE_EDITOR[generator_name]}
     kind, model = spec.get("editor"), spec.get("model")
     if kind == "linear":
-        from safetensors.torch import load_file
-
         from codec.models.pose import LinearPoseEditor
 
-        file = path(model)
-        verify(model, file)
-        return LinearPoseEditor(load_file(str(file))["directions"])
+        return LinearPoseEditor(load_linear_directions(model))
     if kind == "styleflow":
         from codec.models.styleflow import StyleFlowPoseEditor, load_styleflow
 

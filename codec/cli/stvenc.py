@@ -39,6 +39,11 @@ def _frame_range(text: str | None) -> tuple[int, int | None]:
 @click.option("--frames", "frame_range", default=None, metavar="A:B", help="encode frames A (inclusive) to B")
 @click.option("--profile", type=click.Choice(["raw", "entropy"]), default="raw", show_default=True,
               help="raw: 70-byte records; entropy: delta + zstd chunks (same decoded values, fewer bytes)")
+@click.option("--pose-editor", "pose_editor", default=None, metavar="styleflow|linear[:NAME]",
+              help="head-pose editor: styleflow (the paper's; needs `stv-weights fetch styleflow`), or linear "
+                   "directions in W+: 'linear' alone is the generator's own (tiny: tiny-pose; config-f: "
+                   "ffhq-pose-interfacegan, the published InterFaceGAN yaw + angle_pitch pair). "
+                   "[default: config-f: styleflow; tiny: linear]")
 @click.option("--inverter", type=click.Choice(["e4e", "project"]), default=DEFAULTS.part1.inverter,
               show_default=True, help="e4e: encoder only; project: encoder answer refined by LPIPS+L2 optimisation")
 @click.option("--project-steps", default=DEFAULTS.part1.project.steps, show_default=True,
@@ -59,8 +64,8 @@ def _frame_range(text: str | None) -> tuple[int, int | None]:
 @click.option("-y", "overwrite", is_flag=True, help="overwrite OUT if it exists")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bars")
 @clean_errors("stvenc")
-def main(video, out, generator, device, frame_range, profile, inverter, project_steps, pose_steps, attribute_steps,
-         refine_rounds, aligned, work_dir, overwrite, quiet) -> None:
+def main(video, out, generator, device, frame_range, profile, pose_editor, inverter, project_steps, pose_steps,
+         attribute_steps, refine_rounds, aligned, work_dir, overwrite, quiet) -> None:
     """Encode VIDEO (mp4/mov/mkv/webm/y4m) into the .stv stream OUT."""
     import torch
 
@@ -70,16 +75,19 @@ def main(video, out, generator, device, frame_range, profile, inverter, project_
     from codec.encoder.invert import ProjectSettings
     from codec.encoder.pipeline import Part1Settings
     from codec.encoder.refine import RefineSettings
+    from codec import zoo
     from codec.preprocess.video import probe
 
     logging.basicConfig(level=logging.ERROR if quiet else logging.WARNING, format="stvenc: %(message)s")
     check_input_file(video)
     check_output(out, overwrite)
+    zoo.pose_editor_spec(pose_editor, generator)  # a bad editor name is refused before any work
     probe(video)  # an unreadable video is refused before the models load and the kernel builds
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     settings = EncodeSettings(
-        generator=generator, frames=_frame_range(frame_range), aligned_input=aligned, profile=profile,
+        generator=generator, pose_editor=pose_editor, frames=_frame_range(frame_range), aligned_input=aligned,
+        profile=profile,
         part1=Part1Settings(inverter=inverter, project=ProjectSettings(steps=project_steps),
                             pose=PoseSettings(steps=pose_steps)),
         attributes=AttributeSettings(steps=attribute_steps),

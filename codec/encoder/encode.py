@@ -51,6 +51,9 @@ CHANNEL_TABLES = {"tiny": "tiny-64-channels.json", "stylegan2-ffhq-config-f": "f
 @dataclass(frozen=True)
 class EncodeSettings:
     generator: str = "tiny"
+    # stvenc --pose-editor: None (the generator's default), "styleflow", "linear" or "linear:NAME"
+    # (zoo.pose_editor_spec)
+    pose_editor: str | None = None
     frames: tuple[int, int | None] = (0, None)
     aligned_input: bool = False  # frames are already aligned crops (e.g. the generator's own renders)
     # With aligned_input: the crops may be rotated in the image (no landmarks to align by, e.g. the tiny
@@ -102,6 +105,8 @@ def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str =
     clip.images = clip.images.to(device)
     clip.masks = {name: mask.to(device) for name, mask in clip.masks.items()}
     input_key = f"{zoo.sha256_of(video)}:{start}:{stop}:{settings.aligned_input}:{settings.generator}"
+    if settings.pose_editor is not None:  # the cached pose (and later) stages depend on the editor
+        input_key += f":pose_editor={settings.pose_editor}"
     inverter = _inverter(settings, device)
     renders: dict[str, RenderCount] = {}
     as_read = None  # the frames as they are, when the stages see them turned upright
@@ -111,12 +116,17 @@ def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str =
         clip.images = apply_roll(clip.images, -torch.tensor(clip.roll_deg, dtype=torch.float32, device=device))
         input_key += f":roll={json.dumps(asdict(settings.roll), sort_keys=True)}"
 
-    pose_spec = {"editor": "linear", "model": zoo.DEFAULT_POSE_EDITOR.get(settings.generator, "")}
-    editor = zoo.load_pose_editor(None, settings.generator)
+    pose_spec, editor = zoo.encoder_pose_editor(settings.pose_editor, settings.generator)  # spec None: StyleFlow's,
+    # written below once its condition is known
+    wanted = (generator.config.n_latent, generator.config.style_dim)
+    directions = getattr(editor, "directions", None)
+    if directions is not None and tuple(directions.shape[1:]) != wanted:
+        raise ModelError(f"pose editor {pose_spec['model']!r} has directions for W+ {list(directions.shape[1:])}, "
+                         f"but generator {settings.generator!r} has W+ {list(wanted)}")
     lpips_module = make_lpips(device)
     arcface = _official_network("arcface_ir_se50", device)
     models = EncoderModels(generator, editor, lpips_module, _identity_network(arcface, device),
-                           encoder=inverter, pose_estimator=_pose_estimator(pose_spec["model"]))
+                           encoder=inverter, pose_estimator=_pose_estimator(pose_spec and pose_spec["model"]))
     part1 = encode_part1(clip.images, models, clip.masks, settings.part1, work_dir, input_key, progress)
     if part1.styleflow_condition is not None:
         pose_spec = styleflow_pose_spec(part1.styleflow_condition,
@@ -271,10 +281,13 @@ def _inverter(settings: EncodeSettings, device: str):
     raise InputError(f"unknown inverter {settings.part1.inverter!r}")
 
 
-def _pose_estimator(pose_model: str):
-    """The estimator the pose editor's directions were fitted with (its units are the stream's)."""
+def _pose_estimator(pose_model: str | None):
+    """The estimator the pose editor's directions were fitted with (its units are the stream's); None for
+    StyleFlow and for published direction files (their units are not an estimator's)."""
     from safetensors import safe_open
 
+    if not pose_model or pose_model in zoo.LINEAR_DIRECTION_PAIRS:
+        return None
     try:
         with safe_open(str(zoo.path(pose_model)), framework="pt") as f:
             how = json.loads((f.metadata() or {}).get("stv", "{}"))
