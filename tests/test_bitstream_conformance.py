@@ -153,11 +153,16 @@ def test_a_cut_last_chunk_is_concealed_only_as_far_as_its_bytes_reach(cut_into, 
 
 def test_a_chunk_far_beyond_a_gap_is_not_believed():
     data, records, _ = make_file(8, "raw", chunk_frames=4)
-    far = chunk_bytes(0, 4, 8 + 65_536, records[4:].astype("<i2").tobytes())
+    # no byte between: at most one lost chunk of the largest decodable count (4) can be missing
+    far = chunk_bytes(0, 4, 8 + 5, records[4:].astype("<i2").tobytes())
     reader = StvReader(claim(data, 0xFFFF_FFFF) + far)  # unknown count
-    assert len(reader) == 8 and "but at most 65535 frames can be missing before it" in reader.validate()[0]
-    near = chunk_bytes(0, 4, 8 + 65_535, records[4:].astype("<i2").tobytes())
-    assert len(StvReader(claim(data, 0xFFFF_FFFF) + near)) == 8 + 65_535 + 4
+    assert len(reader) == 8 and "but at most 4 frames can be missing before it" in reader.validate()[0]
+    near = chunk_bytes(0, 4, 8 + 4, records[4:].astype("<i2").tobytes())
+    assert len(StvReader(claim(data, 0xFFFF_FFFF) + near)) == 8 + 4 + 4
+    # 40 damaged bytes between: one chunk per 20 bytes more
+    gap = b"\x00" * 40
+    assert len(StvReader(claim(data, 0xFFFF_FFFF) + gap + chunk_bytes(0, 4, 8 + 12, records[4:].astype("<i2").tobytes()))) == 24
+    assert len(StvReader(claim(data, 0xFFFF_FFFF) + gap + chunk_bytes(0, 4, 8 + 13, records[4:].astype("<i2").tobytes()))) == 8
 
 
 # --- zstd, header checks, extensions -------------------------------------------------------------------------

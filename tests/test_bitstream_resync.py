@@ -73,3 +73,16 @@ def test_a_sync_flood_is_hashed_a_bounded_number_of_times_per_byte(monkeypatch):
         assert len(reader) == 0 and reader.damage
         # per candidate: at most two blocks of data and one block of zeros, plus one pass for the prefixes
         assert sum(hashed) <= len(data) + n * 4 * crc.SliceCrc.BLOCK, (n, sum(hashed))
+
+
+FUZZ = Path(__file__).resolve().parent / "data" / "fuzz"
+
+
+def test_unknown_profile_counts_do_not_make_a_small_file_present_millions_of_frames():
+    """Found by the 1,000,000-input fuzz run: 6 KB of damaged chunks, some of an unknown profile claiming large
+    counts, let a later chunk sit 16.5 M frames ahead, and the file presented 16,583,977 frames with none
+    decodable (`list(reader)` alone then reserved 132 MB). Only a decodable chunk's count bounds a gap now."""
+    data = (FUZZ / "presents_millions_through_unknown_profiles.stv").read_bytes()
+    reader = StvReader(data)
+    assert len(reader) <= 8 * len(data)
+    assert any("at most" in str(d) and "missing before it" in str(d) for d in reader.damage)

@@ -31,7 +31,7 @@ from codec.bitstream.chunk import ChunkDamage, ChunkInfo, decode_payload, read_c
 from codec.bitstream.crc import SliceCrc
 from codec.bitstream.header import EXT_POSE, decode_header, pose_problem
 from codec.bitstream.quant import dequantise
-from codec.bitstream.schema import CHUNK_HEAD_SIZE, CHUNK_OVERHEAD, MAX_CHUNK_FRAMES, N_PARAMS, SYNC
+from codec.bitstream.schema import CHUNK_HEAD_SIZE, CHUNK_OVERHEAD, N_PARAMS, SYNC
 from codec.errors import BitstreamError
 
 
@@ -197,7 +197,7 @@ class _ChunkScan:
         self.damage: list[Damage] = []
         self.next_frame = 0  # the frame after the last accepted chunk
         self.last_end = start  # the byte after the last accepted chunk (the header's end before any)
-        self.largest = 0  # the largest record count of an accepted chunk
+        self.largest = 0  # the largest record count of an accepted chunk of a profile this reader decodes
         self.open: list[int] = []  # damage entries since the last accepted chunk that lose its following frames
         self.split: int | None = None  # first frame claimed by the head of a chunk that the end of the file cuts
         self.presented = 0
@@ -232,7 +232,11 @@ class _ChunkScan:
 
     def place(self, chunk: ChunkInfo) -> None:
         first, stop, e = chunk.first_frame, chunk.frames.stop, self.next_frame
-        room = MAX_CHUNK_FRAMES * (1 + (chunk.offset - self.last_end) // CHUNK_OVERHEAD)
+        # The lost bytes could have held one chunk per 20 bytes plus one without a trace, each of at most as many
+        # frames as the largest decodable chunk seen, this one included (an unknown profile's count proves nothing:
+        # with 65535 here, 6 KB of damage let a fuzz input jump 16.5 M frames ahead).
+        largest = max(self.largest, chunk.count if chunk.known else 0)
+        room = largest * (1 + (chunk.offset - self.last_end) // CHUNK_OVERHEAD)
         said = f"chunk holds frames {first}-{stop - 1}"
         if first < e:
             self.add(Damage(chunk.offset, chunk.end, f"{said}, overlapping frames already read (up to {e - 1})"))
@@ -251,11 +255,13 @@ class _ChunkScan:
         self.open = []
         if chunk.known:
             self.chunks.append(chunk)
+            # only a decodable chunk's count says what bytes can hold: one of an unknown profile may claim 65535
+            # frames in 20 bytes (a 6 KB fuzz input presented 16.5 M frames through such counts)
+            self.largest = max(self.largest, chunk.count)
         else:
             self.damage.append(Damage(chunk.offset, chunk.end, f"chunk profile {chunk.profile} is not known to this "
                                       "reader, stepped over", chunk.frames))
         self.next_frame, self.last_end = stop, chunk.end
-        self.largest = max(self.largest, chunk.count)
 
     def tail(self, pos: int, cut: int | None, why: str) -> None:
         """No intact chunk starts after `pos`: damaged bytes [pos, cut), then a chunk that the end of the file cuts
