@@ -103,3 +103,25 @@ def test_real_face_clip_is_aligned_and_its_roll_recorded(tmp_path):
     reader = StvReader(tmp_path / "face.stv")
     roll = np.array([reader[i][34] for i in range(len(reader))])
     assert np.all(np.abs(np.diff(roll) + 3.0) < 0.5), roll
+
+
+def test_aligned_roll_reaches_the_encoder_and_needs_aligned_input(demo, monkeypatch):
+    from click.testing import CliRunner
+
+    from codec.cli.stvenc import main
+    from codec.encoder import encode
+    from codec.errors import StvError
+
+    seen = []
+
+    def stop(*args, **kwargs):
+        seen.extend(a for a in (*args, *kwargs.values()) if isinstance(a, encode.EncodeSettings))
+        raise StvError("stopped by the test")
+
+    monkeypatch.setattr(encode, "encode_video", stop)
+    clip, out = str(demo / "demo.mkv"), str(demo / "roll.stv")
+    result = CliRunner().invoke(main, [clip, out, "--aligned", "--aligned-roll", "-q"])
+    assert "stopped by the test" in result.output and [s.aligned_roll for s in seen] == [True]
+    refused = CliRunner().invoke(main, [clip, out, "--aligned-roll", "-q"])
+    assert refused.exit_code == 2 and "--aligned-roll applies to --aligned input only" in refused.output
+    assert not (demo / "roll.stv").exists()

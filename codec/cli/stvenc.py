@@ -59,13 +59,16 @@ def _frame_range(text: str | None) -> tuple[int, int | None]:
 @click.option("--aligned", is_flag=True,
               help="input frames are already aligned square face crops (e.g. rendered by the generator): "
                    "skip face detection and alignment, roll 0")
+@click.option("--aligned-roll", is_flag=True,
+              help="with --aligned: the crops may be rotated in the picture; estimate each frame's roll by "
+                   "registration (no landmarks needed), undo it for the stages, fit it in the refinement and store it")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="cache each stage here; a re-run with the same input and settings resumes from it")
 @click.option("-y", "overwrite", is_flag=True, help="overwrite OUT if it exists")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bars")
 @clean_errors("stvenc")
 def main(video, out, generator, device, frame_range, profile, pose_editor, inverter, project_steps, pose_steps,
-         attribute_steps, refine_rounds, aligned, work_dir, overwrite, quiet) -> None:
+         attribute_steps, refine_rounds, aligned, aligned_roll, work_dir, overwrite, quiet) -> None:
     """Encode VIDEO (mp4/mov/mkv/webm/y4m) into the .stv stream OUT."""
     import torch
 
@@ -79,6 +82,8 @@ def main(video, out, generator, device, frame_range, profile, pose_editor, inver
     from codec.preprocess.video import probe
 
     logging.basicConfig(level=logging.ERROR if quiet else logging.WARNING, format="stvenc: %(message)s")
+    if aligned_roll and not aligned:
+        raise click.UsageError("--aligned-roll applies to --aligned input only (full frames get roll from landmarks)")
     check_input_file(video)
     check_output(out, overwrite)
     zoo.pose_editor_spec(pose_editor, generator)  # a bad editor name is refused before any work
@@ -87,7 +92,7 @@ def main(video, out, generator, device, frame_range, profile, pose_editor, inver
         device = "cuda" if torch.cuda.is_available() else "cpu"
     settings = EncodeSettings(
         generator=generator, pose_editor=pose_editor, frames=_frame_range(frame_range), aligned_input=aligned,
-        profile=profile,
+        aligned_roll=aligned_roll, profile=profile,
         part1=Part1Settings(inverter=inverter, project=ProjectSettings(steps=project_steps),
                             pose=PoseSettings(steps=pose_steps)),
         attributes=AttributeSettings(steps=attribute_steps),
