@@ -86,3 +86,32 @@ def test_first_compile_of_the_fused_kernel_is_announced_once(quiet, tmp_path, mo
             assert notices == []
         else:
             assert len(notices) == 1 and notices[0].startswith("stvdec: compiling the fused CPU kernel, once (about 40 s")
+
+
+def test_every_console_script_launches_its_command_and_a_ctrl_c_while_importing_is_one_line(monkeypatch, capsys):
+    import importlib
+    import importlib.util
+    import tomllib
+    from pathlib import Path
+
+    from codec.cli import launch
+
+    scripts = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    for prog, target in scripts.items():
+        module, function = target.split(":")
+        assert module == "codec.cli.launch", prog
+        calls = []
+        monkeypatch.setattr(importlib, "import_module", lambda name: calls.append(name) or type("M", (), {
+            "main": staticmethod(lambda: "ran")}))
+        assert getattr(launch, function)() == "ran" and calls and calls[0].startswith("codec.cli."), prog
+        assert hasattr(importlib.util.find_spec(calls[0]), "loader"), calls[0]
+
+        def interrupted(name):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(importlib, "import_module", interrupted)
+        with pytest.raises(SystemExit) as exit_:
+            getattr(launch, function)()
+        assert exit_.value.code == 2
+        assert capsys.readouterr().err == f"{prog}: error: interrupted\n"
+        monkeypatch.undo()
