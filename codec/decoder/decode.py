@@ -257,26 +257,31 @@ class _BatchedPictures:
         self.group, self.mask, self.images = -1, np.zeros(0, bool), None
 
     def available(self, frame: int) -> bool:
-        return bool(self._load(frame)[frame - self.group * self.batch])
+        row = self._row(frame)  # first: it may replace self.mask
+        return bool(self.mask[row])
 
     def __call__(self, frame: int) -> np.ndarray:
-        self._load(frame)
-        return self.images[frame - self.group * self.batch]
+        row = self._row(frame)
+        if self.images is None:  # rendered only when a picture is asked for: a wholly lost batch costs nothing
+            lo = self.group * self.batch
+            values = np.zeros((self.batch, N_PARAMS), np.float32)
+            for k in np.flatnonzero(self.mask):
+                values[k] = self.reader.values(lo + k, lo + k + 1)[0]
+            self.images = self.draw(values)
+        return self.images[row]
 
     def at_rest(self) -> np.ndarray:
         return self.draw(np.zeros((self.batch, N_PARAMS), np.float32))[0]
 
-    def _load(self, frame: int) -> np.ndarray:
+    def _row(self, frame: int) -> int:
+        """The frame's row in its batch, after making that batch the current one."""
         group = frame // self.batch
         if group != self.group:
             lo = group * self.batch
-            hi = min(len(self.reader), lo + self.batch)
-            mask = np.zeros(self.batch, bool)
-            mask[: max(0, hi - lo)] = available_frames(self.reader, lo, hi) if lo < hi else []
-            values = np.zeros((self.batch, N_PARAMS), np.float32)
-            for k in np.flatnonzero(mask):
-                values[k] = self.reader.values(lo + k, lo + k + 1)[0]
-            self.group, self.mask, self.images = group, mask, self.draw(values)
-        return self.mask
+            hi = max(lo, min(len(self.reader), lo + self.batch))
+            self.mask = np.zeros(self.batch, bool)
+            self.mask[: hi - lo] = available_frames(self.reader, lo, hi)
+            self.group, self.images = group, None
+        return frame - group * self.batch
 
 
