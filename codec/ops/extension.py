@@ -1,7 +1,9 @@
 """JIT build and cache of the csrc/ extensions (torch.utils.cpp_extension + ninja).
 
 Builds go to `$STV_HOME/torch_extensions/<name>-<torch version>-<source digest>` (STV_HOME defaults to
-~/.cache/stv), so a changed source or torch rebuilds and an unchanged one loads in well under a second.
+~/.cache/stv), so a changed source or torch rebuilds and an unchanged one loads in well under a second. The
+digest covers the sources' folder too: ninja rebuilds when a build's command names other source paths, so two
+installs sharing one STV_HOME (a checkout and a wheel, two worktrees) would otherwise rebuild each other's.
 A failed build is remembered for the process (with its reason) and never retried in a loop.
 """
 
@@ -56,7 +58,7 @@ CFLAGS = {"cpu": ["-O3", "-fno-trapping-math"], "cuda": ["-O3"]}
 
 def build_dir(kind: str) -> Path:
     sources = [CSRC / s for s in SOURCES[kind]]
-    flags = " ".join(CFLAGS[kind]).encode()
+    flags = " ".join(CFLAGS[kind]).encode() + str(CSRC.resolve()).encode()
     tag = f"stv_modconv_{kind}-{torch.__version__.replace('+', '_')}-{_digest(sources, flags)}"
     return stv_home() / "torch_extensions" / tag
 
