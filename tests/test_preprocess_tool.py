@@ -48,6 +48,24 @@ def test_json_and_contact_sheet(tmp_path):
     assert again.exit_code == 2 and "exists" in again.output  # no silent overwrite without -y
 
 
+def test_crops_are_the_aligned_frames_losslessly(tmp_path):
+    """--crops writes exactly the encoder's aligned crops: stv-eval's reference for a decode."""
+    from codec.preprocess.align import align_video
+    from codec.preprocess.video import read_frames
+
+    clip = make_clip(count=3, max_angle=6.0)
+    video = tmp_path / "clip.mkv"
+    write_video(video, clip.frames, Fraction(25), lossless=True)
+    crops = tmp_path / "crops.mkv"
+    result = CliRunner().invoke(_tool().main, [str(video), "--crops", str(crops), "--size", "128", "--quiet"])
+    assert result.exit_code == 0, result.output
+    written = list(read_frames(crops))
+    expected = [a.image for a in align_video(read_frames(video), output_size=128)]
+    assert len(written) == 3 and all(np.array_equal(w, e) for w, e in zip(written, expected))
+    again = CliRunner().invoke(_tool().main, [str(video), "--crops", str(crops), "--quiet"])
+    assert again.exit_code == 2 and "exists" in again.output  # no silent overwrite without -y
+
+
 def test_bad_input_is_one_line_and_exit_2(tmp_path):
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"not a video at all")

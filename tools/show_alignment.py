@@ -110,6 +110,9 @@ def _paired(path: Path, size: int, stabilise: bool, max_frames: int | None):
               help="Contact sheet (.png/.jpg: evenly spaced frames) or side-by-side video (.mp4/.mkv).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write per-frame roll_deg, crop transform (input px -> aligned px) and input-px landmarks.")
+@click.option("--crops", "crops_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the aligned crops alone as a video (.mkv: lossless FFV1; .mp4: H.264): the reference "
+                   "`stv-eval` compares `stvdec`'s output with, frame for frame.")
 @click.option("--size", default=1024, show_default=True, help="Aligned crop size (the generator's resolution).")
 @click.option("--rows", default=8, show_default=True, help="Frames on a contact sheet.")
 @click.option("--max-frames", type=int, default=None, help="Stop after this many frames.")
@@ -117,8 +120,8 @@ def _paired(path: Path, size: int, stabilise: bool, max_frames: int | None):
 @click.option("-y", "overwrite", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @clean_errors("show_alignment")
-def main(video: Path, out: Path | None, json_path: Path | None, size: int, rows: int, max_frames: int | None,
-         no_stabilise: bool, overwrite: bool, quiet: bool) -> None:
+def main(video: Path, out: Path | None, json_path: Path | None, crops_path: Path | None, size: int, rows: int,
+         max_frames: int | None, no_stabilise: bool, overwrite: bool, quiet: bool) -> None:
     """Align VIDEO as the encoder's pre-processing does and show the result.
 
     Each row: the input with its 68 landmarks (green; red when the detector missed and the last ones were carried
@@ -126,9 +129,9 @@ def main(video: Path, out: Path | None, json_path: Path | None, size: int, rows:
     (blue eyes+brows, yellow pupils, red mouth+jaw, green rigid face). The caption gives the frame index, the
     roll removed (degrees), K on key frames or else the registration residual (grey levels), and BLINK.
     """
-    if out is None and json_path is None:
-        raise InputError("nothing to do: give --out and/or --json")
-    for path in (out, json_path):
+    if out is None and json_path is None and crops_path is None:
+        raise InputError("nothing to do: give --out, --json and/or --crops")
+    for path in (out, json_path, crops_path):
         if path is not None:
             refuse_overwrite(path, overwrite)
     info = probe(video)
@@ -136,10 +139,14 @@ def main(video: Path, out: Path | None, json_path: Path | None, size: int, rows:
     as_video = out is not None and out.suffix.lower() in (".mp4", ".mkv", ".mov")
     picked = set(np.unique(np.linspace(0, total - 1, min(rows, total)).round().astype(int)).tolist())
     records, sheet_rows = [], []
-    with _maybe_video(out if as_video else None, info.fps) as writer:
+    lossless_crops = crops_path is not None and crops_path.suffix.lower() == ".mkv"
+    with _maybe_video(out if as_video else None, info.fps) as writer, \
+            _maybe_video(crops_path, info.fps, lossless_crops) as crops:
         for frame, aligned in tqdm(_paired(video, size, not no_stabilise, max_frames), total=total, disable=quiet,
                                    unit="frame", desc="aligning"):
             records.append(frame_record(aligned))
+            if crops is not None:
+                crops.add(aligned.image)
             if writer is not None:
                 writer.add(side_by_side(frame, aligned))
             elif out is not None and aligned.index in picked:
@@ -173,10 +180,10 @@ def _write_image(path: Path, image: np.ndarray) -> None:
 
 
 class _maybe_video:
-    """A side-by-side video writer opened on the first frame (its width depends on the input's aspect)."""
+    """A video writer opened on the first frame (a side-by-side frame's width depends on the input's aspect)."""
 
-    def __init__(self, path: Path | None, fps):
-        self.path, self.fps, self._writer = path, fps, None
+    def __init__(self, path: Path | None, fps, lossless: bool = False):
+        self.path, self.fps, self.lossless, self._writer = path, fps, lossless, None
 
     def __enter__(self):
         return self if self.path is not None else None
@@ -184,7 +191,8 @@ class _maybe_video:
     def add(self, image: np.ndarray) -> None:
         image = image[: image.shape[0] // 2 * 2, : image.shape[1] // 2 * 2]  # H.264 wants even sizes
         if self._writer is None:
-            self._writer = VideoWriter(self.path, self.fps, (image.shape[1], image.shape[0])).__enter__()
+            self._writer = VideoWriter(self.path, self.fps, (image.shape[1], image.shape[0]),
+                                       lossless=self.lossless).__enter__()
         self._writer.write(np.ascontiguousarray(image))
 
     def __exit__(self, *exc) -> bool:
