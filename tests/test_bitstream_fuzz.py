@@ -119,6 +119,35 @@ def test_tool_ends_with_one_json_line(capsys, tmp_path):
     assert status == (1 if any(figures["outcomes"][k] for k in fuzz.FAILURES) else 0)
 
 
+def test_a_stopped_campaign_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    """--checkpoint: a campaign killed after some batches runs only the rest when started again, and its figures
+    are those of one uninterrupted run (the same inputs, by index)."""
+    whole = fuzz.run_campaign(120, seed=3, jobs=1, batch=40)
+    checkpoint = tmp_path / "campaign.jsonl"
+    ran: list[int] = []
+    real_batch = fuzz._run_batch
+
+    def killed_after_two(task):
+        if len(ran) == 2:
+            raise KeyboardInterrupt  # the machine went away
+        ran.append(task[1])
+        return real_batch(task)
+
+    monkeypatch.setattr(fuzz, "_run_batch", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        fuzz.run_campaign(120, seed=3, jobs=1, batch=40, checkpoint=checkpoint)
+    with open(checkpoint, "a") as f:
+        f.write('{"seed": 3, "lo": 80, "hi"')  # a line cut short by the kill: ignored, that batch runs again
+    ran.clear()
+    monkeypatch.setattr(fuzz, "_run_batch", lambda task: (ran.append(task[1]), real_batch(task))[1])
+    resumed = fuzz.run_campaign(120, seed=3, jobs=1, batch=40, checkpoint=checkpoint)
+    assert ran == [80]
+    assert resumed.counts == whole.counts and resumed.damaged == whole.damaged and resumed.inputs == 120
+    assert resumed.seconds > 0
+    with pytest.raises(SystemExit, match="another campaign"):
+        fuzz.run_campaign(120, seed=4, jobs=1, batch=40, checkpoint=checkpoint)
+
+
 @pytest.mark.slow
 def test_atheris_engine_runs_and_reports(tmp_path):
     pytest.importorskip("atheris")

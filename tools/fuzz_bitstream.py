@@ -667,30 +667,79 @@ class Campaign:
         }
 
 
+def _merge_failures(failures: dict, part: dict) -> None:
+    """Add one batch's failures: counts add up, the lowest index stays the example."""
+    for signature, f in part.items():
+        if signature in failures:
+            failures[signature]["count"] += f["count"]
+            if f["index"] < failures[signature]["index"]:
+                failures[signature].update(index=f["index"], detail=f["detail"], mutations=f["mutations"],
+                                           size=f["size"])
+        else:
+            failures[signature] = dict(f)
+
+
+def _finished_batches(checkpoint: Path | None, seed: int, time_limit: float) -> dict[int, dict]:
+    """lo -> the batch's stored result, from a checkpoint of the same campaign (seed and time limit)."""
+    done: dict[int, dict] = {}
+    if checkpoint is None or not checkpoint.is_file():
+        return done
+    for line in checkpoint.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill: that batch runs again
+        if entry.get("seed") != seed or entry.get("time_limit") != time_limit:
+            raise SystemExit(f"{checkpoint}: a checkpoint of another campaign (seed {entry.get('seed')}, time limit "
+                             f"{entry.get('time_limit')}); use another file")
+        done[entry["lo"]] = entry
+    return done
+
+
 def run_campaign(inputs: int, seed: int = 0, jobs: int = 1, time_limit: float = DEFAULT_TIME_LIMIT,
-                 batch: int = 250) -> Campaign:
-    """Inputs 0..inputs-1 of campaign `seed`, over `jobs` processes (1: in this process)."""
-    tasks = [(seed, lo, min(lo + batch, inputs), time_limit) for lo in range(0, inputs, batch)]
+                 batch: int = 250, checkpoint: Path | None = None) -> Campaign:
+    """Inputs 0..inputs-1 of campaign `seed`, over `jobs` processes (1: in this process).
+
+    With `checkpoint`, each finished batch is appended to that file (one JSON line), and the batches already there
+    are not run again: a campaign longer than one sitting is stopped and resumed, and its figures are those of the
+    whole (its seconds: the sum of each sitting's)."""
+    done = _finished_batches(checkpoint, seed, time_limit)
+    tasks = [(seed, lo, min(lo + batch, inputs), time_limit) for lo in range(0, inputs, batch)
+             if not (lo in done and done[lo]["hi"] == min(lo + batch, inputs))]
     counts, damaged, failures = Counter(), 0, {}
-    started = time.perf_counter()
-    if jobs <= 1:
-        _init_worker()
-        parts = [_run_batch(t) for t in tasks]
-    else:
-        with multiprocessing.get_context("fork").Pool(jobs, initializer=_init_worker) as pool:
-            parts = list(pool.imap_unordered(_run_batch, tasks))
-    seconds = time.perf_counter() - started
-    for part_counts, part_damaged, part_failures in parts:
+    earlier_seconds = 0.0
+    for lo, entry in done.items():
+        if lo < inputs and entry["hi"] == min(lo + batch, inputs):
+            counts.update(entry["counts"])
+            damaged += entry["damaged"]
+            _merge_failures(failures, entry["failures"])
+            earlier_seconds += entry["seconds"]
+    started = last = time.perf_counter()
+
+    def finished(task, part) -> None:
+        nonlocal damaged, last
+        part_counts, part_damaged, part_failures = part
         counts.update(part_counts)
         damaged += part_damaged
-        for signature, f in part_failures.items():
-            if signature in failures:
-                failures[signature]["count"] += f["count"]
-                if f["index"] < failures[signature]["index"]:
-                    failures[signature].update(index=f["index"], detail=f["detail"], mutations=f["mutations"],
-                                               size=f["size"])
-            else:
-                failures[signature] = dict(f)
+        _merge_failures(failures, part_failures)
+        now = time.perf_counter()
+        if checkpoint is not None:  # seconds: since the previous batch came in, so a sitting's add up to its time
+            record = {"seed": seed, "time_limit": time_limit, "lo": task[1], "hi": task[2],
+                      "counts": dict(part_counts), "damaged": part_damaged, "failures": part_failures,
+                      "seconds": now - last}
+            with open(checkpoint, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        last = now
+
+    if jobs <= 1:
+        _init_worker()
+        for task in tasks:
+            finished(task, _run_batch(task))
+    else:
+        with multiprocessing.get_context("fork").Pool(jobs, initializer=_init_worker) as pool:
+            for task, part in zip(tasks, pool.imap(_run_batch, tasks)):
+                finished(task, part)
+    seconds = earlier_seconds + time.perf_counter() - started
     return Campaign(inputs, seconds, counts, damaged, failures)
 
 
@@ -831,10 +880,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-limit", type=float, default=DEFAULT_TIME_LIMIT, help="seconds per input")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     parser.add_argument("--save-failures", type=Path, metavar="DIR", help="write a shrunk reproducer per failure")
+    parser.add_argument("--checkpoint", type=Path, metavar="FILE",
+                        help="append each finished batch here and skip those already there: a long campaign "
+                             "stopped (killed, machine gone) resumes where it was, with the whole run's figures")
     args = parser.parse_args(argv)
     if args.engine == "atheris":
         run_atheris(args.inputs, args.seed, args.time_limit, lambda campaign: report(campaign, args))
-    return report(run_campaign(args.inputs, args.seed, args.jobs, args.time_limit), args)
+    return report(run_campaign(args.inputs, args.seed, args.jobs, args.time_limit, checkpoint=args.checkpoint), args)
 
 
 if __name__ == "__main__":
