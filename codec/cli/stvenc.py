@@ -66,9 +66,11 @@ def _frame_range(text: str | None) -> tuple[int, int | None]:
               help="cache each stage here; a re-run with the same input and settings resumes from it")
 @click.option("-y", "overwrite", is_flag=True, help="overwrite OUT if it exists")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bars")
+@click.option("-v", "--verbose", is_flag=True,
+              help="say what each stage did: its time and peak memory (RSS) as it ends")
 @clean_errors("stvenc")
 def main(video, out, generator, device, frame_range, profile, pose_editor, inverter, project_steps, pose_steps,
-         attribute_steps, refine_rounds, aligned, aligned_roll, work_dir, overwrite, quiet) -> None:
+         attribute_steps, refine_rounds, aligned, aligned_roll, work_dir, overwrite, quiet, verbose) -> None:
     """Encode VIDEO (mp4/mov/mkv/webm/y4m) into the .stv stream OUT."""
     import torch
 
@@ -82,6 +84,8 @@ def main(video, out, generator, device, frame_range, profile, pose_editor, inver
     from codec.preprocess.video import probe
 
     logging.basicConfig(level=logging.ERROR if quiet else logging.WARNING, format="stvenc: %(message)s")
+    if verbose:
+        logging.getLogger("codec.encoder").setLevel(logging.INFO)
     if aligned_roll and not aligned:
         raise click.UsageError("--aligned-roll applies to --aligned input only (full frames get roll from landmarks)")
     check_input_file(video)

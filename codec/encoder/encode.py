@@ -22,7 +22,7 @@ from codec.bitstream import StvHeader, StvWriter, quantise
 from codec.bitstream.header import EXT_NOTE, EXT_POSE
 from codec.encoder.attributes import (LEARNING_RATE_STEPS, AttributeSettings, FaceNetworks, encode_attributes,
                                       video_learning_rates)
-from codec.encoder.cost import RenderCount
+from codec.encoder.cost import RenderCount, measured_stage
 from codec.encoder.head_pose import PoseSettings
 from codec.encoder.losses import make_lpips, mask_rows, resize_mask
 from codec.encoder.pipeline import EncoderModels, Part1Settings, encode_part1, inversion_targets
@@ -99,7 +99,8 @@ def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str =
     info = probe(video)
     stop_at = settings.part1.stop_at
     start, stop = settings.frames
-    clip = _aligned_clip(video, generator.config.size, stop_at, start, stop, settings.aligned_input, progress)
+    with measured_stage("align"):
+        clip = _aligned_clip(video, generator.config.size, stop_at, start, stop, settings.aligned_input, progress)
     if clip.images.shape[0] == 0:
         raise InputError(f"{video}: no frames in the range {start}:{'' if stop is None else stop}")
     clip.images = clip.images.to(device)
@@ -188,7 +189,7 @@ def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str =
         fps_num=info.fps.numerator, fps_den=info.fps.denominator,
         generator_name=settings.generator, generator_sha256=bytes.fromhex(zoo.generator_digest(settings.generator)),
         style_indices=tuple(table.indices), quant=quant,
-        id_latent=id_latent.detach().cpu().numpy().astype(np.float16),
+        id_latent=_stored_id_latent(id_latent),
         frame_count=len(records), extensions=tuple(extensions),
     )
     with StvWriter(out, header, profile=settings.profile) as writer:
@@ -198,6 +199,18 @@ def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str =
     resolution = {"roll": size, "invert": size, "id_select": size, "pose": stop_at, "attributes": stop_at,
                   "refine": min(settings.refine.resolution or size, size)}
     return EncodeReport(n, part1.id_frame, int(saturation.total), out.stat().st_size, renders, resolution)
+
+
+def _stored_id_latent(id_latent: torch.Tensor) -> np.ndarray:
+    """The ID latent as the header stores it (float16). A W+ latent of a trained generator is a few units; one
+    that does not fit float16 means an inverter or refinement that went wrong (broken or mismatched weights)."""
+    values = id_latent.detach().float().cpu().numpy()
+    largest = float(np.abs(values).max()) if np.isfinite(values).all() else float("inf")
+    if largest > float(np.finfo(np.float16).max):
+        raise ModelError(f"the ID latent does not fit the stream's float16 (largest |value| {largest:.3g}; a "
+                         "StyleGAN2 W+ latent is a few units): the inverter's or the refinement's output is not "
+                         "usable; check the model files (`stv-weights list`)")
+    return values.astype(np.float16)
 
 
 def canonical_soft_masks(resolution: int) -> dict[str, torch.Tensor]:

@@ -16,6 +16,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from codec.encoder.cost import measured_stage
+
 Tensors = dict[str, torch.Tensor]
 
 
@@ -25,15 +27,18 @@ def stage_key(upstream: str, stage: str, settings: dict) -> str:
 
 
 def cached_stage(work_dir: Path | None, stage: str, key: str, compute: Callable[[], Tensors]) -> Tensors:
-    """compute(), or the stored result of the same stage with the same key."""
+    """compute(), or the stored result of the same stage with the same key. A computed stage's time and peak
+    memory are logged (cost.measured_stage)."""
     if work_dir is None:
-        return compute()
+        with measured_stage(stage):
+            return compute()
     file = Path(work_dir) / f"{stage}.safetensors"
     if file.is_file():
         with safe_open(str(file), framework="pt") as f:
             if (f.metadata() or {}).get("key") == key:
                 return {name: f.get_tensor(name) for name in f.keys()}
-    result = compute()
+    with measured_stage(stage):
+        result = compute()
     file.parent.mkdir(parents=True, exist_ok=True)
     tmp = file.with_name(file.name + ".part")
     save_file({k: v.detach().cpu().contiguous() for k, v in result.items()}, str(tmp), metadata={"key": key})
