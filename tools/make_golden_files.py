@@ -30,6 +30,11 @@ W+ latent, layers and channels it has):
     golden_header_only.stv    a header alone that promises 3 frames
     golden_short.stv, golden_v2.stv, golden_header_crc.stv   unreadable: their expected error line
 
+The 1.2 goldens (minor 2: a 'plac' extension, the face's placement in the source picture):
+
+    golden_placement.stv      12 frames of a 1280x720 source, frame 5 without placement, an entropy chunk
+    golden_bad_placement.stv  a 'plac' whose values' zstd frame declares the wrong size: frames read, no placement
+
 Each readable golden has NAME.json (what `stvinfo --json` prints) and, when damaged, NAME.validate.txt (what
 `stvinfo --validate` prints; it exits 1); each unreadable one has NAME.error.txt (the reader's message).
 """
@@ -41,6 +46,7 @@ import hashlib
 import io
 import json
 import re
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +55,9 @@ import zstandard
 from codec.bitstream import N_PARAMS, QuantTable, StvHeader, StvReader, StvWriter, quantise
 from codec.bitstream.chunk import chunk_bytes, encode_chunk, encode_payload
 from codec.bitstream.compress import compress
-from codec.bitstream.header import encode_header
+from codec.bitstream.header import EXT_PLACEMENT, encode_header
 from codec.bitstream.layout import hexdump
+from codec.bitstream.placement import Placement, encode_placement
 from codec.bitstream.probe import probe
 from codec.bitstream.schema import PROFILE_ENTROPY, PROFILE_RAW
 from codec.errors import BitstreamError
@@ -206,6 +213,23 @@ def v11_files() -> dict[str, bytes]:
     return files
 
 
+def v12_files() -> dict[str, bytes]:
+    n = 12
+    t = np.arange(n, dtype=np.float64)
+    centre = np.stack([640 + 40 * np.sin(t / 3), 330 + 12 * np.cos(t / 4)], axis=1)
+    side = 420 + 6 * np.sin(t / 5)
+    centre[5], side[5] = np.nan, np.nan  # a frame whose face was not found: no placement
+    plac = encode_placement(Placement(1280, 720, centre, side))
+    params = tracks(n, phase=2.5)
+    head = tiny_header(params, n, [(EXT_PLACEMENT, plac)])
+    files = {"golden_placement.stv": encode_header(head) + entropy(quantise(params, head.quant)[0], 0)}
+    width, height, count, size = struct.unpack_from("<HHII", plac)
+    lying = struct.pack("<HHII", width, height, count + 1, size) + plac[12:]  # claims 13 frames; its values hold 12
+    head = tiny_header(params, n, [(EXT_PLACEMENT, lying)])
+    files["golden_bad_placement.stv"] = encode_header(head) + entropy(quantise(params, head.quant)[0], 0)
+    return files
+
+
 def write_golden(out: Path) -> dict[str, bytes]:
     files = {}
     params = tracks(3)
@@ -225,7 +249,7 @@ def write_golden(out: Path) -> dict[str, bytes]:
     (out / "golden_ext.stv").write_bytes(stream.getvalue())
     for name in ("golden_raw.stv", "golden_entropy.stv", "golden_ext.stv"):
         files[name] = (out / name).read_bytes()
-    for name, data in v11_files().items():
+    for name, data in {**v11_files(), **v12_files()}.items():
         (out / name).write_bytes(data)
         files[name] = data
     return files

@@ -87,12 +87,14 @@ def encode_payload(records: np.ndarray, profile: int) -> bytes:
     if profile == PROFILE_RAW:
         return records.astype("<i2").tobytes()
     if profile == PROFILE_ENTROPY:
-        return compress(_entropy_planes(records))
+        return compress(delta_planes(records))
     raise BitstreamError(f"unknown chunk profile {profile}")
 
 
-def _entropy_planes(records: np.ndarray) -> bytes:
-    r = records.astype(np.int16)
+def delta_planes(values: np.ndarray) -> bytes:
+    """int16 [n, k] -> the entropy profile's transform (§7 steps 2-5): per-column deltas in 16-bit wrap-around,
+    zigzag, column-major, low-byte plane then high-byte plane (2nk bytes). Also used by the `plac` extension."""
+    r = np.asarray(values).astype(np.int16)
     d = np.empty_like(r)
     d[0] = r[0]
     with np.errstate(over="ignore"):
@@ -110,13 +112,18 @@ def decode_payload(payload: bytes, profile: int, count: int) -> np.ndarray:
             raise BitstreamError(f"raw payload holds {len(payload)} bytes, expected {size}")
         return np.frombuffer(payload, dtype="<i2").reshape(count, N_PARAMS).astype(np.int16)
     if profile == PROFILE_ENTROPY:
-        planes = np.frombuffer(decompress_exact(payload, size, "entropy payload"), dtype=np.uint8)
-        n = count * N_PARAMS
-        z = (planes[:n].astype(np.uint16) | (planes[n:].astype(np.uint16) << 8)).reshape(N_PARAMS, count).T
-        d = ((z >> 1).astype(np.int32) ^ -(z & 1).astype(np.int32)).astype(np.int16)
-        with np.errstate(over="ignore"):
-            return np.cumsum(d, axis=0, dtype=np.int16)
+        return undelta_planes(decompress_exact(payload, size, "entropy payload"), count, N_PARAMS)
     raise BitstreamError(f"unknown chunk profile {profile} (written by a newer encoder?)")
+
+
+def undelta_planes(data: bytes, rows: int, columns: int) -> np.ndarray:
+    """delta_planes' inverse: 2 * rows * columns bytes -> int16 [rows, columns]."""
+    planes = np.frombuffer(data, dtype=np.uint8)
+    n = rows * columns
+    z = (planes[:n].astype(np.uint16) | (planes[n:].astype(np.uint16) << 8)).reshape(columns, rows).T
+    d = ((z >> 1).astype(np.int32) ^ -(z & 1).astype(np.int32)).astype(np.int16)
+    with np.errstate(over="ignore"):
+        return np.cumsum(d, axis=0, dtype=np.int16)
 
 
 def encode_chunk(records: np.ndarray, first_frame: int, profile: int) -> bytes:

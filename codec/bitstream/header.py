@@ -39,7 +39,10 @@ from codec.errors import BitstreamError
 # Extension tags this reader knows; any other tag is skipped (and listed by stvinfo as unknown).
 EXT_NOTE = b"note"  # free UTF-8 text (e.g. the encoder's command line)
 EXT_POSE = b"pose"  # UTF-8 JSON naming the pose editor (format_spec.md, "Extension fields")
-KNOWN_EXTENSIONS = {EXT_NOTE: "UTF-8 note", EXT_POSE: "pose editor (JSON)"}
+EXT_PLACEMENT = b"plac"  # 1.2: where each frame's face sits in the source picture (codec.bitstream.placement)
+KNOWN_EXTENSIONS = {EXT_NOTE: "UTF-8 note", EXT_POSE: "pose editor (JSON)",
+                    EXT_PLACEMENT: "face placement in the source picture (1.2)"}
+PLACEMENT_MINOR_VERSION = 2  # a writer writes minor 2 when the file carries `plac` (format_spec.md §14)
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,20 @@ class StvHeader:
             raise BitstreamError(f"header extension 'pose' {problem}")
         return json.loads(data.decode("utf-8"))
 
+    @property
+    def placement(self):
+        """The first `plac` extension as a codec.bitstream.placement.Placement, or None (no placement: the decoder
+        shows the face crop). BitstreamError if it is malformed; the header and the frames still read."""
+        from codec.bitstream.placement import decode_placement
+
+        data = self.extension(EXT_PLACEMENT)
+        if data is None:
+            return None
+        try:
+            return decode_placement(data)
+        except BitstreamError as exc:
+            raise BitstreamError(f"header extension 'plac' {exc}") from None
+
     def extension(self, tag: bytes) -> bytes | None:
         """The data of the first extension with this tag (a repeated tag's later copies are ignored)."""
         return next((data for t, data in self.extensions if t == tag), None)
@@ -91,6 +108,36 @@ class StvHeader:
         """The first b"note" extension as text; invalid UTF-8 sequences are shown as U+FFFD."""
         data = self.extension(EXT_NOTE)
         return None if data is None else data.decode("utf-8", errors="replace")
+
+
+def extension_problems(h: "StvHeader") -> list[str]:
+    """One line per malformed known extension (the first of each tag): 'header: extension TAG PROBLEM'."""
+    from codec.bitstream.placement import placement_problem
+
+    problems = []
+    for tag, check in ((EXT_POSE, pose_problem), (EXT_PLACEMENT, placement_problem)):
+        data = h.extension(tag)
+        problem = check(data) if data is not None else None
+        if problem:
+            problems.append(f"header: extension '{tag.decode()}' {problem}")
+    return problems
+
+
+def extension_text(tag: bytes, data: bytes) -> str | None:
+    """How stvinfo shows a known extension: the text of 'note' and 'pose', a summary of 'plac'; None for an
+    unknown tag."""
+    if tag not in KNOWN_EXTENSIONS:
+        return None
+    if tag != EXT_PLACEMENT:
+        return data.decode("utf-8", errors="replace")
+    from codec.bitstream.placement import decode_placement
+
+    try:
+        p = decode_placement(data)
+    except BitstreamError as exc:
+        return f"malformed: {exc}"
+    placed = int((~np.isnan(p.side)).sum())
+    return f"source {p.width}x{p.height}, {len(p)} frames, {placed} placed"
 
 
 def pose_problem(data: bytes) -> str | None:
@@ -161,8 +208,11 @@ def encode_header(h: StvHeader, zstd_checksum: bool = False) -> bytes:
         )
     )
     size = HEADER_PREFIX_SIZE + len(body) + CRC_SIZE
+    minor = h.version[1]
+    if any(tag == EXT_PLACEMENT for tag, _ in h.extensions):
+        minor = max(minor, PLACEMENT_MINOR_VERSION)  # the lowest minor version that knows every part of the file
     prefix = HeaderPrefix.build(
-        dict(magic=MAGIC, major=h.version[0], minor=h.version[1], flags=h.flags, header_size=size)
+        dict(magic=MAGIC, major=h.version[0], minor=minor, flags=h.flags, header_size=size)
     )
     head = prefix + body
     return head + zlib.crc32(head).to_bytes(4, "little")

@@ -9,7 +9,7 @@ import numpy as np
 
 from codec.bitstream.chunk import ChunkInfo
 
-from codec.bitstream.header import KNOWN_EXTENSIONS
+from codec.bitstream.header import KNOWN_EXTENSIONS, extension_text
 from codec.bitstream.quant import dequantise
 from codec.bitstream.reader import StvReader
 from codec.bitstream.schema import N_ALPHA, PARAM_NAMES, PROFILE_RAW, RECORD_SIZE
@@ -53,7 +53,7 @@ def format_info(reader: StvReader) -> dict:
                 "tag": tag.decode("latin-1"),
                 "size": len(data),
                 "known": tag in KNOWN_EXTENSIONS,
-                **({"text": data.decode("utf-8", errors="replace")} if tag in KNOWN_EXTENSIONS else {}),
+                **({"text": extension_text(tag, data)} if tag in KNOWN_EXTENSIONS else {}),
             }
             for tag, data in h.extensions
         ],

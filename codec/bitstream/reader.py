@@ -29,7 +29,7 @@ import numpy as np
 
 from codec.bitstream.chunk import ChunkDamage, ChunkInfo, decode_payload, read_chunk_at
 from codec.bitstream.crc import SliceCrc
-from codec.bitstream.header import EXT_POSE, decode_header, pose_problem
+from codec.bitstream.header import decode_header, extension_problems
 from codec.bitstream.quant import dequantise
 from codec.bitstream.schema import CHUNK_HEAD_SIZE, CHUNK_OVERHEAD, N_PARAMS, SYNC
 from codec.errors import BitstreamError
@@ -182,9 +182,7 @@ class StvReader:
         or excess frames, a truncation.
 
         Opening the file already checked every chunk (CRC and payload), so this is mostly the damage list in words."""
-        pose = self.header.extension(EXT_POSE)
-        problem = pose_problem(pose) if pose is not None else None
-        return ([f"header: extension 'pose' {problem}"] if problem else []) + [str(d) for d in self.damage]
+        return extension_problems(self.header) + [str(d) for d in self.damage]
 
 
 class _ChunkScan:
