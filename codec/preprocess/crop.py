@@ -51,6 +51,27 @@ def roll_degrees(transform: np.ndarray) -> float:
     return float(np.degrees(np.arctan2(face_x[1], face_x[0])))
 
 
+def crop_placement(transform: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+    """(centre, side) of the crop square in input pixels: the input point that lands on the aligned image's centre,
+    and the side the `size`-pixel aligned square spans there (format_spec.md `plac`). With the roll, these fix the
+    crop (crop_similarity); a registration's slight shear is what they leave out."""
+    centre = np.linalg.solve(transform[:2, :2], np.full(2, (size - 1) / 2) - transform[:2, 2])
+    side = size / float(np.sqrt(abs(np.linalg.det(transform[:2, :2]))))
+    return centre, side
+
+
+def crop_similarity(centre: np.ndarray, side: float, roll_deg: float, size: int) -> np.ndarray:
+    """The input->aligned similarity of a crop square with this centre and side (input pixels) whose face axis
+    lies at `roll_deg` (roll_degrees' convention): crop_placement's inverse, given the roll."""
+    theta = np.radians(roll_deg)
+    cos, sin = np.cos(theta), np.sin(theta)
+    linear = (size / side) * np.array([[cos, sin], [-sin, cos]])  # R(-roll): the face axis onto aligned x
+    transform = np.eye(3)
+    transform[:2, :2] = linear
+    transform[:2, 2] = np.full(2, (size - 1) / 2) - linear @ np.asarray(centre, np.float64)
+    return transform
+
+
 def scale_transform(transform: np.ndarray, from_size: int, to_size: int) -> np.ndarray:
     """The same crop for an aligned image of another size (pixel centres at integers)."""
     factor = to_size / from_size
@@ -76,15 +97,16 @@ def warp_crop(image: np.ndarray, transform: np.ndarray, size: int,
     return cv2.warpAffine(image, transform[:2], (size, size), flags=interpolation, borderMode=cv2.BORDER_REFLECT)
 
 
-def unwarp_crop(aligned: np.ndarray, transform: np.ndarray, input_size: tuple[int, int]) -> tuple[np.ndarray,
-                                                                                                   np.ndarray]:
+def unwarp_crop(aligned: np.ndarray, transform: np.ndarray, input_size: tuple[int, int],
+                weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The inverse of warp_crop, for pasting a (re-rendered) aligned face back: `aligned` resampled into the
-    input frame of `input_size` (height, width), with the float coverage (1 inside the crop square, 0 outside,
-    fractional along its edge) to blend with."""
+    input frame of `input_size` (height, width), with the float coverage to blend with: `weight` (an aligned-size
+    float mask, e.g. a feathered face) carried the same way, or 1 inside the crop square; 0 outside it, fractional
+    along its edge."""
     height, width = input_size
     flags = cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP
     image = cv2.warpAffine(aligned, transform[:2], (width, height), flags=flags, borderMode=cv2.BORDER_REPLICATE)
-    inside = np.ones(aligned.shape[:2], np.float32)
+    inside = np.ones(aligned.shape[:2], np.float32) if weight is None else np.asarray(weight, np.float32)
     coverage = cv2.warpAffine(inside, transform[:2], (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return image, coverage
