@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import multiprocessing
 import os
@@ -679,8 +680,16 @@ def _merge_failures(failures: dict, part: dict) -> None:
             failures[signature] = dict(f)
 
 
-def _finished_batches(checkpoint: Path | None, seed: int, time_limit: float) -> dict[int, dict]:
-    """lo -> the batch's stored result, from a checkpoint of the same campaign (seed and time limit)."""
+def corpus_digest(seeds: list[Seed]) -> str:
+    """What the inputs are mutations of: a campaign's input i depends on (seed, i) and on these files."""
+    h = hashlib.sha256()
+    for s in seeds:
+        h.update(s.name.encode() + b"\0" + s.data)
+    return h.hexdigest()[:16]
+
+
+def _finished_batches(checkpoint: Path | None, seed: int, time_limit: float, corpus: str) -> dict[int, dict]:
+    """lo -> the batch's stored result, from a checkpoint of the same campaign (seed, time limit, seed files)."""
     done: dict[int, dict] = {}
     if checkpoint is None or not checkpoint.is_file():
         return done
@@ -689,9 +698,9 @@ def _finished_batches(checkpoint: Path | None, seed: int, time_limit: float) -> 
             entry = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut short by a kill: that batch runs again
-        if entry.get("seed") != seed or entry.get("time_limit") != time_limit:
+        if (entry.get("seed"), entry.get("time_limit"), entry.get("corpus")) != (seed, time_limit, corpus):
             raise SystemExit(f"{checkpoint}: a checkpoint of another campaign (seed {entry.get('seed')}, time limit "
-                             f"{entry.get('time_limit')}); use another file")
+                             f"{entry.get('time_limit')}, seed files {entry.get('corpus')}); use another file")
         done[entry["lo"]] = entry
     return done
 
@@ -703,7 +712,8 @@ def run_campaign(inputs: int, seed: int = 0, jobs: int = 1, time_limit: float = 
     With `checkpoint`, each finished batch is appended to that file (one JSON line), and the batches already there
     are not run again: a campaign longer than one sitting is stopped and resumed, and its figures are those of the
     whole (its seconds: the sum of each sitting's)."""
-    done = _finished_batches(checkpoint, seed, time_limit)
+    corpus = corpus_digest(load_seeds())
+    done = _finished_batches(checkpoint, seed, time_limit, corpus)
     tasks = [(seed, lo, min(lo + batch, inputs), time_limit) for lo in range(0, inputs, batch)
              if not (lo in done and done[lo]["hi"] == min(lo + batch, inputs))]
     counts, damaged, failures = Counter(), 0, {}
@@ -724,7 +734,7 @@ def run_campaign(inputs: int, seed: int = 0, jobs: int = 1, time_limit: float = 
         _merge_failures(failures, part_failures)
         now = time.perf_counter()
         if checkpoint is not None:  # seconds: since the previous batch came in, so a sitting's add up to its time
-            record = {"seed": seed, "time_limit": time_limit, "lo": task[1], "hi": task[2],
+            record = {"seed": seed, "time_limit": time_limit, "corpus": corpus, "lo": task[1], "hi": task[2],
                       "counts": dict(part_counts), "damaged": part_damaged, "failures": part_failures,
                       "seconds": now - last}
             with open(checkpoint, "a") as f:
