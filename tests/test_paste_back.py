@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from codec.bitstream.placement import Placement, decode_placement, encode_placement
-from codec.decoder.paste import face_blend_mask, paste_face
+from codec.decoder.paste import paste_face
+from codec.preprocess.masks import face_blend_mask
 from codec.preprocess.crop import crop_placement, crop_similarity, ffhq_transform, roll_degrees, unwarp_crop
 
 pytest.importorskip("dlib", reason="dlib is needed for face landmarks")

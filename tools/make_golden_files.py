@@ -34,6 +34,8 @@ The 1.2 goldens (minor 2: a 'plac' extension, the face's placement in the source
 
     golden_placement.stv      12 frames of a 1280x720 source, frame 5 without placement, an entropy chunk
     golden_bad_placement.stv  a 'plac' whose values' zstd frame declares the wrong size: frames read, no placement
+    golden_background.stv     'plac' and a 'bgnd' still (a 1280x720 WebP gradient)
+    golden_bad_background.stv a 'bgnd' whose picture is not the source's size: frames read, no background
 
 Each readable golden has NAME.json (what `stvinfo --json` prints) and, when damaged, NAME.validate.txt (what
 `stvinfo --validate` prints; it exits 1); each unreadable one has NAME.error.txt (the reader's message).
@@ -55,7 +57,8 @@ import zstandard
 from codec.bitstream import N_PARAMS, QuantTable, StvHeader, StvReader, StvWriter, quantise
 from codec.bitstream.chunk import chunk_bytes, encode_chunk, encode_payload
 from codec.bitstream.compress import compress
-from codec.bitstream.header import EXT_PLACEMENT, encode_header
+from codec.bitstream.background import encode_background
+from codec.bitstream.header import EXT_BACKGROUND, EXT_PLACEMENT, encode_header
 from codec.bitstream.layout import hexdump
 from codec.bitstream.placement import Placement, encode_placement
 from codec.bitstream.probe import probe
@@ -227,6 +230,11 @@ def v12_files() -> dict[str, bytes]:
     lying = struct.pack("<HHII", width, height, count + 1, size) + plac[12:]  # claims 13 frames; its values hold 12
     head = tiny_header(params, n, [(EXT_PLACEMENT, lying)])
     files["golden_bad_placement.stv"] = encode_header(head) + entropy(quantise(params, head.quant)[0], 0)
+    y, x = np.mgrid[0:720, 0:1280]
+    gradient = np.stack([x * 255 // 1279, y * 255 // 719, np.full_like(x, 96)], axis=-1).astype(np.uint8)
+    for name, picture in (("golden_background.stv", gradient), ("golden_bad_background.stv", gradient[::2, ::2])):
+        head = tiny_header(params, n, [(EXT_PLACEMENT, plac), (EXT_BACKGROUND, encode_background(picture, 50))])
+        files[name] = encode_header(head) + entropy(quantise(params, head.quant)[0], 0)
     return files
 
 

@@ -40,9 +40,11 @@ from codec.errors import BitstreamError
 EXT_NOTE = b"note"  # free UTF-8 text (e.g. the encoder's command line)
 EXT_POSE = b"pose"  # UTF-8 JSON naming the pose editor (format_spec.md, "Extension fields")
 EXT_PLACEMENT = b"plac"  # 1.2: where each frame's face sits in the source picture (codec.bitstream.placement)
+EXT_BACKGROUND = b"bgnd"  # 1.2: the scene behind the face, one still picture (codec.bitstream.background)
 KNOWN_EXTENSIONS = {EXT_NOTE: "UTF-8 note", EXT_POSE: "pose editor (JSON)",
-                    EXT_PLACEMENT: "face placement in the source picture (1.2)"}
-PLACEMENT_MINOR_VERSION = 2  # a writer writes minor 2 when the file carries `plac` (format_spec.md §14)
+                    EXT_PLACEMENT: "face placement in the source picture (1.2)",
+                    EXT_BACKGROUND: "background still picture (1.2)"}
+PLACEMENT_MINOR_VERSION = 2  # a writer writes minor 2 when the file carries `plac` or `bgnd` (format_spec.md §14)
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,8 @@ class StvHeader:
 
 def extension_problems(h: "StvHeader") -> list[str]:
     """One line per malformed known extension (the first of each tag): 'header: extension TAG PROBLEM'."""
-    from codec.bitstream.placement import placement_problem
+    from codec.bitstream.background import background_problem
+    from codec.bitstream.placement import decode_placement, placement_problem
 
     problems = []
     for tag, check in ((EXT_POSE, pose_problem), (EXT_PLACEMENT, placement_problem)):
@@ -120,6 +123,16 @@ def extension_problems(h: "StvHeader") -> list[str]:
         problem = check(data) if data is not None else None
         if problem:
             problems.append(f"header: extension '{tag.decode()}' {problem}")
+    background = h.extension(EXT_BACKGROUND)
+    if background is not None:
+        placement = h.extension(EXT_PLACEMENT)
+        size = None
+        if placement is not None and placement_problem(placement) is None:
+            decoded = decode_placement(placement)
+            size = (decoded.width, decoded.height)
+        problem = background_problem(background, size)
+        if problem:
+            problems.append(f"header: extension 'bgnd' {problem}")
     return problems
 
 
@@ -128,6 +141,10 @@ def extension_text(tag: bytes, data: bytes) -> str | None:
     unknown tag."""
     if tag not in KNOWN_EXTENSIONS:
         return None
+    if tag == EXT_BACKGROUND:
+        from codec.bitstream.background import background_summary
+
+        return background_summary(data)
     if tag != EXT_PLACEMENT:
         return data.decode("utf-8", errors="replace")
     from codec.bitstream.placement import decode_placement
@@ -209,7 +226,7 @@ def encode_header(h: StvHeader, zstd_checksum: bool = False) -> bytes:
     )
     size = HEADER_PREFIX_SIZE + len(body) + CRC_SIZE
     minor = h.version[1]
-    if any(tag == EXT_PLACEMENT for tag, _ in h.extensions):
+    if any(tag in (EXT_PLACEMENT, EXT_BACKGROUND) for tag, _ in h.extensions):
         minor = max(minor, PLACEMENT_MINOR_VERSION)  # the lowest minor version that knows every part of the file
     prefix = HeaderPrefix.build(
         dict(magic=MAGIC, major=h.version[0], minor=minor, flags=h.flags, header_size=size)

@@ -150,3 +150,22 @@ def canonical_masks(resolution: int) -> dict[str, np.ndarray]:
     """Region masks of the average FFHQ-aligned face: the region definition for generated images that hold no
     detectable face (e.g. an untrained generator's output)."""
     return region_masks(canonical_landmarks(resolution), resolution)
+
+
+# The blend region in the aligned square (fractions of its side): an ellipse around the FFHQ-aligned face, hair
+# line and chin included, whose weight falls from 1 to 0 over FEATHER of the side, inside the square's edge.
+ELLIPSE_CENTRE = (0.5, 0.53)
+ELLIPSE_AXES = (0.40, 0.45)
+FEATHER = 0.10
+
+
+def face_blend_mask(size: int) -> np.ndarray:
+    """[size, size] float32 weights in [0, 1]: 1 over the face, 0 well inside the square's edge, a smooth ramp
+    between (smoothstep of the distance to the ellipse, in units of the feather)."""
+    coords = (np.arange(size, dtype=np.float64) + 0.5) / size
+    x = (coords[None, :] - ELLIPSE_CENTRE[0]) / ELLIPSE_AXES[0]
+    y = (coords[:, None] - ELLIPSE_CENTRE[1]) / ELLIPSE_AXES[1]
+    radius = np.sqrt(x * x + y * y)  # 1 on the ellipse
+    outside = (radius - 1.0) * min(ELLIPSE_AXES) / FEATHER + 1.0  # 0 a feather inside the ellipse, 1 on it
+    t = np.clip(1.0 - outside, 0.0, 1.0)
+    return (t * t * (3 - 2 * t)).astype(np.float32)
