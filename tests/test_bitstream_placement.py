@@ -95,3 +95,20 @@ def test_malformed_placement_is_reported_and_the_frames_still_read():
     assert problem == "header: extension 'plac' is 7 bytes, shorter than its 12-byte head"
     with pytest.raises(BitstreamError, match="extension 'plac' is 7 bytes"):
         reader.header.placement
+
+
+def test_golden_placement_holds_the_placement_it_was_made_from():
+    # The conformance JSON shows only a summary of `plac`: this checks the values (the golden's generator,
+    # tools/make_golden_files.py v12_files, draws these closed-form tracks).
+    from pathlib import Path
+
+    reader = StvReader(Path(__file__).parent / "data" / "golden_placement.stv")
+    placed = reader.header.placement
+    t = np.arange(12, dtype=np.float64)
+    centre = np.stack([640 + 40 * np.sin(t / 3), 330 + 12 * np.cos(t / 4)], axis=1)
+    side = 420 + 6 * np.sin(t / 5)
+    keep = np.arange(12) != 5
+    bound_centre, bound_side = quantisation_error_px(1280, 720)
+    assert np.isnan(placed.side[5]) and (placed.width, placed.height) == (1280, 720)
+    assert np.abs(placed.centre[keep] - centre[keep]).max() <= bound_centre
+    assert np.abs(placed.side[keep] - side[keep]).max() <= bound_side
