@@ -144,3 +144,56 @@ def test_no_face_skips_the_dlib_identity(tmp_path):
     ref = save(tmp_path / "ref.mkv", smooth_frames())
     out, _ = evaluate(ref, ref, "--no-lpips")
     assert out["identity_distance_dlib"] is None and "no face" in out["skipped"]["identity_distance_dlib"]
+
+
+def placed_stream(path, width: int, height: int, centre, side: float, frames: int = N):
+    """A small stream (roll 0) whose `plac` puts every frame's face at `centre` with crop side `side`."""
+    from codec.bitstream.header import EXT_PLACEMENT, decode_header, encode_header
+    from codec.bitstream.placement import Placement, encode_placement
+    from test_bitstream_helpers import make_file
+
+    data, _, _ = make_file(frames, "raw")
+    header, size = decode_header(data)
+    plac = encode_placement(Placement(width, height, np.tile(np.asarray(centre, float), (frames, 1)),
+                                      np.full(frames, float(side))))
+    edited = type(header)(**{**header.__dict__, "extensions": ((EXT_PLACEMENT, plac),)})
+    path.write_bytes(encode_header(edited) + data[size:])
+    return path
+
+
+def test_regions_split_the_frame_by_the_streams_placement(tmp_path):
+    """A change confined to the face shows in --region face only; one outside it in --region background only."""
+    from codec.bitstream import StvReader
+    from codec.preprocess.background import face_region
+
+    ref_frames = smooth_frames()
+    stream = placed_stream(tmp_path / "placed.stv", SIZE, SIZE, (32.0, 30.0), 40.0)
+    rolls = StvReader(stream).values()[:, -1]
+    face = [face_region(np.array([32.0, 30.0]), 40.0, float(r), (SIZE, SIZE)) for r in rolls]
+    assert all(0.05 < f.mean() < 0.8 for f in face)
+    in_face = [np.where(f[..., None], np.clip(x.astype(int) + 12, 0, 255), x).astype(np.uint8)
+               for x, f in zip(ref_frames, face)]
+    ref = save(tmp_path / "ref.mkv", ref_frames)
+    test = save(tmp_path / "face_changed.mkv", in_face)
+    face_out, _ = evaluate(ref, test, "--region", "face", "--stream", str(stream))
+    rest_out, _ = evaluate(ref, test, "--region", "background", "--stream", str(stream))
+    whole, _ = evaluate(ref, test, "--no-identity")
+    assert rest_out["psnr"] == 100.0 and rest_out["l1"] == 0
+    assert face_out["psnr"] == pytest.approx(20 * math.log10(255 / 12), abs=0.05)
+    assert whole["psnr"] > face_out["psnr"] and whole["lpips"] is not None
+    assert face_out["lpips"] is None and "whole-picture" in face_out["skipped"]["lpips"]
+
+
+def test_regions_need_a_stream_with_placement(tmp_path):
+    ref = save(tmp_path / "ref.mkv", smooth_frames())
+    result = CliRunner().invoke(main, [str(ref), str(ref), "--region", "face", "-q"])
+    assert result.exit_code == 2 and "needs --stream" in result.output
+    from test_bitstream_helpers import make_file
+
+    plain = tmp_path / "plain.stv"
+    plain.write_bytes(make_file(N, "raw")[0])
+    result = CliRunner().invoke(main, [str(ref), str(ref), "--region", "face", "--stream", str(plain), "-q"])
+    assert result.exit_code == 2 and "no placement" in result.output and "Traceback" not in result.output
+    wrong = placed_stream(tmp_path / "wrong.stv", 128, 128, (60.0, 60.0), 50.0)
+    result = CliRunner().invoke(main, [str(ref), str(ref), "--region", "background", "--stream", str(wrong), "-q"])
+    assert result.exit_code == 2 and "places faces in 128x128" in result.output

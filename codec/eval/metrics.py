@@ -17,6 +17,10 @@
 - FID / FVD: need the Inception-v3 (FID) and I3D (FVD) weights, which are not available here: skipped with the
   reason.
 
+Regions (`stv-eval --region face|background`): L1, PSNR and SSIM (its map's mean) over the pixels of one region
+of each frame, given as a boolean mask per frame; a frame whose mask is empty gives NaN (left out of the mean).
+LPIPS and the identity measures are whole-picture measures and are skipped for a region.
+
 Frames are streamed in batches: memory does not grow with the video's length.
 """
 
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -71,6 +75,20 @@ def ssim(ref: np.ndarray, test: np.ndarray) -> float:
     win = None if side >= 11 else max(3, (side - 1) // 2 * 2 + 1)
     return float(structural_similarity(ref, test, channel_axis=2, data_range=255, gaussian_weights=True, sigma=1.5,
                                        use_sample_covariance=False, win_size=win))
+
+
+def region_metrics(ref: np.ndarray, test: np.ndarray, mask: np.ndarray | None) -> dict[str, float]:
+    """L1, PSNR and SSIM of a frame pair, over the whole picture (mask None) or over the True pixels of `mask`."""
+    if mask is None:
+        return {"l1": l1(ref, test), "psnr": psnr(ref, test), "ssim": ssim(ref, test)}
+    if not mask.any():
+        return {"l1": float("nan"), "psnr": float("nan"), "ssim": float("nan")}
+    a, b = ref[mask], test[mask]
+    side = min(ref.shape[:2])
+    win = None if side >= 11 else max(3, (side - 1) // 2 * 2 + 1)
+    _, ssim_map = structural_similarity(ref, test, channel_axis=2, data_range=255, gaussian_weights=True, sigma=1.5,
+                                        use_sample_covariance=False, win_size=win, full=True)
+    return {"l1": l1(a, b), "psnr": psnr(a, b), "ssim": float(ssim_map[mask].mean())}
 
 
 def to_tensor(frames: list[np.ndarray], device: torch.device) -> torch.Tensor:
@@ -123,11 +141,21 @@ class Evaluator:
     """Per-frame metrics of batches of (reference, test) frames; accumulates an EvalResult."""
 
     def __init__(self, device: torch.device | str = "cpu", lpips: bool = True, identity: bool = True,
-                 dlib_identity: bool = True):
+                 dlib_identity: bool = True, region: Callable[[int, tuple[int, int]], np.ndarray] | None = None,
+                 region_name: str = "all"):
+        """`region(frame index, (height, width))` -> that frame's bool mask, for figures over one region only
+        (LPIPS and the identity measures are then skipped: they judge whole pictures)."""
         self.device = torch.device(device)
         self.result = EvalResult(skipped=dict(SKIPPED_ALWAYS))
+        self.region = region
         for name in ("l1", "psnr", "ssim"):
             self.result.per_frame[name] = []
+        off = {"lpips": "disabled (--no-lpips)", "identity": "disabled (--no-identity)"}
+        if region is not None:
+            whole_picture = f"a whole-picture measure (--region {region_name} gives L1, PSNR and SSIM only)"
+            off = {"lpips": whole_picture, "identity": whole_picture}
+            lpips = identity = dlib_identity = False
+            self.result.notes["region"] = f"{region_name}: L1, PSNR and SSIM over that region's pixels of each frame"
         self.lpips = None
         if lpips:
             from codec.encoder.losses import backbone_available, make_lpips
@@ -138,8 +166,8 @@ class Evaluator:
                                           "alex with a SEEDED RANDOM backbone (ImageNet AlexNet weights not "
                                           "installed): comparable between runs here, not with published LPIPS")
         else:
-            self.result.skipped["lpips"] = "disabled (--no-lpips)"
-        self.identity, why = identity_network(self.device) if identity else (None, "disabled (--no-identity)")
+            self.result.skipped["lpips"] = off["lpips"]
+        self.identity, why = identity_network(self.device) if identity else (None, off["identity"])
         if self.identity is None:
             self.result.skipped["identity_similarity"] = why
         else:
@@ -147,7 +175,7 @@ class Evaluator:
             self.result.notes["identity_similarity"] = "cosine of ArcFace IR-SE50 embeddings (official weights)"
         self.dlib = DlibIdentity() if dlib_identity else None
         if self.dlib is None:
-            self.result.skipped["identity_distance_dlib"] = "disabled (--no-identity)"
+            self.result.skipped["identity_distance_dlib"] = off["identity"]
         else:
             self.result.per_frame["identity_distance_dlib"] = []
 
@@ -169,9 +197,9 @@ class Evaluator:
     def add(self, refs: list[np.ndarray], tests: list[np.ndarray]) -> None:
         r = self.result.per_frame
         for ref, test in zip(refs, tests, strict=True):
-            r["l1"].append(l1(ref, test))
-            r["psnr"].append(psnr(ref, test))
-            r["ssim"].append(ssim(ref, test))
+            mask = None if self.region is None else self.region(len(r["l1"]), ref.shape[:2])
+            for name, value in region_metrics(ref, test, mask).items():
+                r[name].append(value)
             if self.dlib is not None:
                 r["identity_distance_dlib"].append(self.dlib.distance(ref, test))
         if self.lpips is not None or self.identity is not None:
