@@ -37,3 +37,7 @@ def stveval():
 
 def weights():
     return _run("stv-weights", "codec.cli.weights")
+
+
+def batch():
+    return _run("stv-batch", "codec.cli.batch")

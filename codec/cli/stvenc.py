@@ -69,9 +69,14 @@ def _frame_range(text: str | None) -> tuple[int, int | None]:
 @click.option("-v", "--verbose", is_flag=True,
               help="say what each stage did: its time and peak memory (RSS) as it ends")
 @clean_errors("stvenc")
-def main(video, out, generator, device, frame_range, profile, pose_editor, inverter, project_steps, pose_steps,
-         attribute_steps, refine_rounds, aligned, aligned_roll, work_dir, overwrite, quiet, verbose) -> None:
+def main(**options) -> None:
     """Encode VIDEO (mp4/mov/mkv/webm/y4m) into the .stv stream OUT."""
+    encode(options, note="stvenc " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+
+
+def encode(options: dict, note: str):
+    """stvenc's work for its parsed options (`main.make_context("stvenc", args).params`), the stream's `note`
+    given: what `stv-batch` runs for each clip, so its outputs are stvenc's byte for byte. Returns the report."""
     import torch
 
     from codec.encoder.attributes import AttributeSettings
@@ -83,6 +88,11 @@ def main(video, out, generator, device, frame_range, profile, pose_editor, inver
     from codec import zoo
     from codec.preprocess.video import probe
 
+    (video, out, generator, device, frame_range, profile, pose_editor, inverter, project_steps, pose_steps,
+     attribute_steps, refine_rounds, aligned, aligned_roll, work_dir, overwrite, quiet, verbose) = (
+        options[k] for k in ("video", "out", "generator", "device", "frame_range", "profile", "pose_editor",
+                             "inverter", "project_steps", "pose_steps", "attribute_steps", "refine_rounds",
+                             "aligned", "aligned_roll", "work_dir", "overwrite", "quiet", "verbose"))
     logging.basicConfig(level=logging.ERROR if quiet else logging.WARNING, format="stvenc: %(message)s")
     if verbose:
         logging.getLogger("codec.encoder").setLevel(logging.INFO)
@@ -102,9 +112,9 @@ def main(video, out, generator, device, frame_range, profile, pose_editor, inver
         attributes=AttributeSettings(steps=attribute_steps),
         refine=RefineSettings(rounds=refine_rounds),
     )
-    note = "stvenc " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     prepare_kernel("stvenc", device, quiet)
     report = encode_video(video, out, settings, device=device, work_dir=work_dir, progress=not quiet, note=note)
     if not quiet:
         click.echo(f"{out}: {report.frames} frames, ID latent from frame {report.id_frame}, "
                    f"{report.bytes_written} bytes, {report.saturated_values} saturated values")
+    return report
