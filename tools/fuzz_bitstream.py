@@ -100,6 +100,7 @@ CHUNK_BOUND = MAX_CHUNK_FRAMES * RECORD_SIZE  # §9: an entropy payload decompre
 CHUNK_WORK_FACTOR = 10
 FIXED_ALLOWANCE = LATENT_BOUND + CHUNK_WORK_FACTOR * CHUNK_BOUND  # ~46.9 MB
 ROW_BYTES = sys.getsizeof(np.zeros(N_PARAMS)) + 16  # one frame's values held in a list (array + list slot)
+LIST_SLOT_BYTES = 8  # one pointer of a list's array
 DEFAULT_TIME_LIMIT = 5.0  # seconds per input; the goldens take about a millisecond
 # ...plus this much per frame the file holds: an entropy chunk codes 65535 constant frames in ~300 bytes, and
 # listing them is real work (~3 us a frame, ~15 us under tracemalloc), not a hang.
@@ -537,7 +538,9 @@ def exercise(data: bytes, stage=_NoStages()) -> bool:
             reader[index]
         except BitstreamError:
             pass
-    stage("list(reader)", ROW_BYTES * _frames_from_zero(reader))
+    # list() sizes its array of pointers from len(reader) (the N frames the file presents, §9a: bounded by its
+    # bytes, c frames per 20 bytes) before it asks for the first frame; iterating then stops at the first lost one
+    stage("list(reader)", ROW_BYTES * _frames_from_zero(reader) + LIST_SLOT_BYTES * len(reader))
     try:
         list(reader)  # every frame in order; stops at the first unavailable one with BitstreamError
     except BitstreamError as exc:
@@ -681,10 +684,14 @@ def _merge_failures(failures: dict, part: dict) -> None:
 
 
 def corpus_digest(seeds: list[Seed]) -> str:
-    """What the inputs are mutations of: a campaign's input i depends on (seed, i) and on these files."""
+    """What the campaign is: its inputs are mutations of these files (input i depends on (seed, i) and on them),
+    run through this tool and this reader (their sources), so a changed one makes another campaign."""
     h = hashlib.sha256()
     for s in seeds:
         h.update(s.name.encode() + b"\0" + s.data)
+    bitstream = Path(__file__).resolve().parents[1] / "codec" / "bitstream"
+    for source in [Path(__file__).resolve(), *sorted(bitstream.glob("*.py"))]:
+        h.update(source.name.encode() + b"\0" + source.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -700,7 +707,8 @@ def _finished_batches(checkpoint: Path | None, seed: int, time_limit: float, cor
             continue  # a line cut short by a kill: that batch runs again
         if (entry.get("seed"), entry.get("time_limit"), entry.get("corpus")) != (seed, time_limit, corpus):
             raise SystemExit(f"{checkpoint}: a checkpoint of another campaign (seed {entry.get('seed')}, time limit "
-                             f"{entry.get('time_limit')}, seed files {entry.get('corpus')}); use another file")
+                             f"{entry.get('time_limit')}, seed files and sources {entry.get('corpus')}); use "
+                             "another file")
         done[entry["lo"]] = entry
     return done
 
