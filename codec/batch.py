@@ -182,8 +182,22 @@ def _install_fault(clip: Clip, attempt: int) -> None:
     encoder_log.setLevel(logging.INFO)
 
 
-def _encode_one(clip: Clip, options: list[str], attempt: int, answer) -> None:
+# What stvenc's arithmetic depends on that an engine may change in its workers (Ray sets OMP_NUM_THREADS=1 in
+# its tasks, and another thread count sums floats in another order): the driver's values travel with each job.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _driver_threads() -> dict[str, str | None]:
+    return {name: os.environ.get(name) for name in THREAD_VARIABLES}
+
+
+def _encode_one(clip: Clip, options: list[str], attempt: int, answer, threads: dict[str, str | None]) -> None:
     """Worker body: stvenc's encode for this clip; sends (result fields) or (error line) back."""
+    for name, value in threads.items():  # before torch is imported
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     from codec.cli import stvenc
 
     _install_fault(clip, attempt)
@@ -200,10 +214,10 @@ def _encode_one(clip: Clip, options: list[str], attempt: int, answer) -> None:
         answer.close()
 
 
-def _attempt(clip: Clip, options: list[str], attempt: int) -> dict:
+def _attempt(clip: Clip, options: list[str], attempt: int, threads: dict[str, str | None]) -> dict:
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
-    process = context.Process(target=_encode_one, args=(clip, options, attempt, send), daemon=True)
+    process = context.Process(target=_encode_one, args=(clip, options, attempt, send, threads), daemon=True)
     process.start()
     send.close()
     try:
@@ -216,15 +230,17 @@ def _attempt(clip: Clip, options: list[str], attempt: int) -> dict:
     return answer
 
 
-def run_clip(clip: Clip, options: list[str], retries: int) -> ClipResult:
+def run_clip(clip: Clip, options: list[str], retries: int, threads: dict[str, str | None] | None = None) -> ClipResult:
     """Encode one clip, retrying an attempt whose worker died (up to `retries` more times); a clean failure
-    (bad input, no face) is not retried: it would fail the same way."""
+    (bad input, no face) is not retried: it would fail the same way. `threads`: the thread settings the encode
+    runs with (default: this process's)."""
+    threads = _driver_threads() if threads is None else threads
     started = time.perf_counter()
     result = ClipResult(str(clip.input), str(clip.output), "failed")
     for attempt in range(1, retries + 2):
         result.attempts = attempt
         _remove_leftovers(clip)
-        answer = _attempt(clip, options, attempt)
+        answer = _attempt(clip, options, attempt, threads)
         if "error" not in answer:
             _remember(clip, options)
             result.status, result.error = "ok", None
@@ -241,10 +257,12 @@ def run_clip(clip: Clip, options: list[str], retries: int) -> ClipResult:
 # --- the batch ----------------------------------------------------------------------------------------------------
 
 def run_batch(clips: list[Clip], options: list[str], jobs: int = 1, resume: bool = False, retries: int = 2,
-              on_done: Callable[[ClipResult], None] | None = None) -> BatchReport:
-    """Every clip, `jobs` at a time (threads that each wait on one clip's process); results in input order."""
-    from concurrent.futures import ThreadPoolExecutor, as_completed
-
+              on_done: Callable[[ClipResult], None] | None = None, engine: str = "local",
+              address: str | None = None, gpus_per_job: float = 0.0) -> BatchReport:
+    """Every clip, `jobs` at a time; results in input order. engine "local": threads on this machine, each
+    waiting on one clip's process; "ray": one Ray task per clip (run_clip, the same code), on a local Ray started
+    here with `jobs` CPUs or on the cluster at `address`, each task asking for `gpus_per_job` GPUs (fractions
+    share a GPU). On a cluster the inputs and OUT_DIR must be on storage every node sees."""
     results: dict[int, ClipResult] = {}
     pending = []
     for i, clip in enumerate(clips):
@@ -254,10 +272,49 @@ def run_batch(clips: list[Clip], options: list[str], jobs: int = 1, resume: bool
                 on_done(results[i])
         else:
             pending.append(i)
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = {pool.submit(run_clip, clips[i], options, retries): i for i in pending}
-        for future in as_completed(futures):
-            results[futures[future]] = future.result()
-            if on_done:
-                on_done(results[futures[future]])
+
+    def finished(i: int, result: ClipResult) -> None:
+        results[i] = result
+        if on_done:
+            on_done(result)
+
+    if engine == "ray":
+        _run_on_ray(clips, pending, options, retries, jobs, address, gpus_per_job, finished)
+    elif engine == "local":
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            futures = {pool.submit(run_clip, clips[i], options, retries): i for i in pending}
+            for future in as_completed(futures):
+                finished(futures[future], future.result())
+    else:
+        raise InputError(f"unknown engine {engine!r}: use local or ray")
     return BatchReport([results[i] for i in range(len(clips))])
+
+
+def _run_on_ray(clips: list[Clip], pending: list[int], options: list[str], retries: int, jobs: int,
+                address: str | None, gpus_per_job: float, finished: Callable[[int, ClipResult], None]) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise InputError("the ray engine needs Ray: pip install 'stv[ray]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        # a local Ray sized by --jobs, or the cluster at --address (its size is the cluster's)
+        ray.init(address=address, num_cpus=None if address else jobs, include_dashboard=False,
+                 logging_level="ERROR", log_to_driver=False)
+    try:
+        # Ray's own retries stay off: run_clip retries a dead attempt itself, the same way on both engines
+        task = ray.remote(num_cpus=1, num_gpus=gpus_per_job, max_retries=0)(run_clip)
+        waiting = {task.remote(clips[i], options, retries, _driver_threads()): i for i in pending}
+        while waiting:
+            (ready,), _ = ray.wait(list(waiting), num_returns=1)
+            i = waiting.pop(ready)
+            try:
+                finished(i, ray.get(ready))
+            except ray.exceptions.RayError as exc:  # the task's own process died: the clip fails alone
+                reason = " ".join(str(exc).split())[:300]
+                finished(i, ClipResult(str(clips[i].input), str(clips[i].output), "failed", error=reason))
+    finally:
+        if started_here:
+            ray.shutdown()

@@ -120,3 +120,19 @@ def test_resume_encodes_only_what_is_missing_or_changed(clips, tmp_path):
     # other options: nothing is skipped
     result = batch(str(some), str(out), "-q", "--resume", "--", *OPTIONS[:-1], "1")
     assert {c["status"] for c in report(out)["clips"]} == {"ok"}
+
+
+@pytest.mark.slow  # a local Ray takes a while to start and each task loads torch
+def test_the_ray_engine_gives_the_local_engines_bytes(clips, tmp_path):
+    pytest.importorskip("ray")
+    out = tmp_path / "out"
+    assert batch(str(clips), str(out), "-q", "--", *OPTIONS).exit_code == 1  # broken.mp4 fails
+    local = {made.name: made.read_bytes() for made in out.glob("*.stv")}
+    shutil.rmtree(out)  # the same output paths again: a stream's note holds its stvenc command line
+    result = batch(str(clips), str(out), "-q", "--engine", "ray", "--jobs", "2", "--", *OPTIONS)
+    assert result.exit_code == 1, result.output
+    rows = {Path(c["input"]).name: c for c in report(out)["clips"]}
+    assert {n: r["status"] for n, r in rows.items()} == {"broken.mp4": "failed", "clip0.mkv": "ok",
+                                                        "clip1.mkv": "ok", "clip2.mkv": "ok"}
+    assert "broken.mp4" in rows["broken.mp4"]["error"]
+    assert len(local) == 3 and {made.name: made.read_bytes() for made in out.glob("*.stv")} == local

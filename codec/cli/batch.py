@@ -32,8 +32,15 @@ def main() -> None:
 
 @main.command(cls=_StvencTail)
 @click.argument("paths", nargs=-1, required=True, metavar="INPUTS... OUT_DIR")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: processes on this machine; ray: Ray tasks (pip install 'stv[ray]'), on a local Ray "
+                   "started here or on the cluster at --address")
+@click.option("--address", default=None, help="a Ray cluster to join (e.g. ray://head:10001 or auto); the inputs "
+                                              "and OUT_DIR must be on storage every node sees")
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 256),
-              help="clips encoded at once (each in its own process)")
+              help="clips encoded at once (each in its own process; with Ray: the CPUs of the local Ray)")
+@click.option("--gpus-per-job", default=0.0, show_default=True, type=click.FloatRange(0.0, 64.0),
+              help="GPUs each Ray task asks for (0.25: four clips share a GPU)")
 @click.option("--resume", is_flag=True,
               help="skip clips whose output exists, reads without damage, and was made from the same input bytes "
                    "with the same options (recorded in OUT_DIR/.stv-batch)")
@@ -45,8 +52,8 @@ def main() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
 @click.pass_context
 @clean_errors(PROG)
-def encode(ctx: click.Context, paths: tuple[str, ...], jobs: int, resume: bool, retries: int, plot: Path | None,
-           quiet: bool) -> None:
+def encode(ctx: click.Context, paths: tuple[str, ...], engine: str, address: str | None, jobs: int,
+           gpus_per_job: float, resume: bool, retries: int, plot: Path | None, quiet: bool) -> None:
     """Encode INPUTS (video files, folders of them, or .txt/.csv lists: a path and optionally A:B frames per
     line; CSV columns input,frames) into OUT_DIR/NAME.stv, one stvenc job per clip. Options after `--` go to
     stvenc as they are (e.g. `-- --frames 0:8 --model tiny`); each output is what `stvenc IN OUT OPTIONS` writes.
@@ -69,7 +76,8 @@ def encode(ctx: click.Context, paths: tuple[str, ...], jobs: int, resume: bool, 
                 tqdm.write(f"{PROG}: {result.input}: failed: {result.error}")
             bar.update(1)
 
-        report = run_batch(clips, options, jobs=jobs, resume=resume, retries=retries, on_done=done)
+        report = run_batch(clips, options, jobs=jobs, resume=resume, retries=retries, on_done=done, engine=engine,
+                           address=address, gpus_per_job=gpus_per_job)
     (out_dir / "report.json").write_text(json.dumps(report.to_json(), indent=1))
     if plot is not None:
         _plot(report, plot)
