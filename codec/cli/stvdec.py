@@ -18,6 +18,7 @@ from codec.bitstream import StvReader
 from codec.cli.common import check_output, clean_errors, prepare_kernel
 from codec.cli.stvinfo import parse_frame_range
 from codec.decoder.decode import (
+    DecodedFrame,
     DecodeSettings,
     damage_warnings,
     decode,
@@ -26,6 +27,7 @@ from codec.decoder.decode import (
     pose_editor_for,
     resolve_device,
 )
+from codec.decoder.pipeline import BackgroundWriter
 from codec.decoder.puppet import load_identity
 from codec.errors import StvError
 from codec.preprocess.video import VideoWriter
@@ -138,11 +140,18 @@ def main(source: Path, out: Path | None, png_dir: Path | None, frame_range: str 
             video = stack.enter_context(VideoWriter(out, header.fps, (width, height), lossless=lossless))
         pngs = stack.enter_context(png_directory(png_dir, stop - start, start, overwrite)) if png_dir else None
         bar = stack.enter_context(tqdm(total=stop - start, unit="frame", desc=PROG, disable=quiet))
-        for frame in frames:
+
+        def write(frame: DecodedFrame) -> None:
             if video is not None:
                 video.write(frame.image)
             if pngs is not None:
                 write_png(pngs, frame.index, frame.image)
+
+        # the video encoder and the disk work on their own thread while the next batch renders (last entered,
+        # first closed: every frame is written before the video and the PNG folder are finished)
+        writer = stack.enter_context(BackgroundWriter(write))
+        for frame in frames:
+            writer.put(frame)
             bar.update(1)
 
 
