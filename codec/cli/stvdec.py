@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 import click
 import cv2
@@ -80,6 +80,23 @@ def write_png(directory: Path, index: int, image: np.ndarray) -> None:
         raise StvError(f"cannot write PNG frame {index} to {directory}")
 
 
+def write_frames(frames: Iterable[DecodedFrame], video: VideoWriter | None, pngs: Path | None,
+                 on_frame: Callable[[], None] = lambda: None) -> None:
+    """Write each decoded frame to the video and/or the PNG folder. The video encoder and the disk work on a
+    thread of their own while the next batch renders, so the GPU does not wait for them; every frame is written
+    when this returns (a writer's error is raised here)."""
+    def write(frame: DecodedFrame) -> None:
+        if video is not None:
+            video.write(frame.image)
+        if pngs is not None:
+            write_png(pngs, frame.index, frame.image)
+
+    with BackgroundWriter(write) as writer:
+        for frame in frames:
+            writer.put(frame)
+            on_frame()
+
+
 def warn(message: str) -> None:
     click.echo(f"{PROG}: warning: {message}", err=True)
 
@@ -140,19 +157,7 @@ def main(source: Path, out: Path | None, png_dir: Path | None, frame_range: str 
             video = stack.enter_context(VideoWriter(out, header.fps, (width, height), lossless=lossless))
         pngs = stack.enter_context(png_directory(png_dir, stop - start, start, overwrite)) if png_dir else None
         bar = stack.enter_context(tqdm(total=stop - start, unit="frame", desc=PROG, disable=quiet))
-
-        def write(frame: DecodedFrame) -> None:
-            if video is not None:
-                video.write(frame.image)
-            if pngs is not None:
-                write_png(pngs, frame.index, frame.image)
-
-        # the video encoder and the disk work on their own thread while the next batch renders (last entered,
-        # first closed: every frame is written before the video and the PNG folder are finished)
-        writer = stack.enter_context(BackgroundWriter(write))
-        for frame in frames:
-            writer.put(frame)
-            bar.update(1)
+        write_frames(frames, video, pngs, lambda: bar.update(1))
 
 
 if __name__ == "__main__":
