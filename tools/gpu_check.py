@@ -361,17 +361,20 @@ class StageCosts(logging.Handler):
             self.costs[record.stage] = self.costs.get(record.stage, 0.0) + cost.seconds
 
 
-def synthetic_aligned_clip(generator: torch.nn.Module, frames: int, path: Path) -> None:
-    """Frames rendered by the generator from random latents, written losslessly: aligned crops by construction
-    (stvenc --aligned), so no face detector is needed."""
+def synthetic_aligned_clip(generator: torch.nn.Module, frames: int, path: Path, device: torch.device) -> None:
+    """Frames rendered by the generator (a copy, on `device`) from random latents, written losslessly: aligned
+    crops by construction (stvenc --aligned), so no face detector is needed."""
+    import copy
     from fractions import Fraction
 
     from codec.decoder.decode import to_uint8
     from codec.preprocess.video import write_video
 
+    generator = copy.deepcopy(generator).to(device)
     with torch.no_grad():
-        z = torch.randn(frames, generator.style_dim, generator=torch.Generator().manual_seed(3))
+        z = torch.randn(frames, generator.style_dim, generator=torch.Generator().manual_seed(3)).to(device)
         images = to_uint8(generator(generator.mapping(z)[:, None].expand(-1, generator.n_latent, -1)))
+    del generator
     write_video(path, list(images), Fraction(25), lossless=True)
 
 
@@ -401,7 +404,7 @@ def time_encoder(plan: Plan, entry: dict) -> None:
                 encode.CHANNEL_TABLES["stylegan2-ffhq-config-f"] = str(
                     reduced_channel_table(home.generator, tmp_path / "channels.json"))
             clip, stream = tmp_path / "clip.mkv", tmp_path / "out.stv"
-            synthetic_aligned_clip(home.generator, plan.encoder_frames, clip)
+            synthetic_aligned_clip(home.generator, plan.encoder_frames, clip, plan.device)
             if plan.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             started = time.perf_counter()
