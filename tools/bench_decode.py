@@ -11,11 +11,17 @@ max_abs_diff (fused vs reference images, float32), kernel (the path the 'fused' 
 --whole-decoder adds the whole decoder's frames/s per resolution (codec.decoder.decode: bitstream -> pose edit
 -> A -> offsets -> synthesis -> roll -> uint8, with a linear pose editor), reference vs fused; with --json its
 rows go under "whole_decoder".
+
+--device cuda runs everything on the GPU in float16 (stvdec's choice there; --dtype float32 to compare) and adds
+stvdec's end-to-end frames/s (`stvdec_fps`: bitstream -> CUDA-graph synthesis -> pinned copy -> H.264 on the
+writer thread, stvdec's own `write_frames`), with and without the H.264 encode, so the figure shows which side
+limits it. With --json its row is under "stvdec".
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -31,18 +37,27 @@ from codec import ops, zoo  # noqa: E402
 from codec.models.stylegan2 import Generator, GeneratorConfig  # noqa: E402
 
 
-def make_generator(name: str) -> Generator:
+def make_generator(name: str, device: torch.device = torch.device("cpu"),
+                   dtype: torch.dtype = torch.float32) -> Generator:
     if name == "tiny":
-        return zoo.load_generator("tiny")
+        return zoo.load_generator("tiny", device=device, dtype=dtype)
     torch.manual_seed(0)
-    return Generator(GeneratorConfig(size=int(name))).eval()
+    return Generator(GeneratorConfig(size=int(name))).eval().to(device, dtype)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work: a host clock read before it times the launches, not the work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _synthesize_on(g: Generator, styles: list[torch.Tensor], path: str) -> tuple[float, torch.Tensor]:
     os.environ["STV_OPS"] = "reference" if path == "reference" else "fused"
     try:
+        synchronize(styles[0].device)
         start = time.perf_counter()
         image = g.synthesize(styles)
+        synchronize(styles[0].device)
         return time.perf_counter() - start, image
     finally:
         os.environ.pop("STV_OPS", None)
@@ -120,6 +135,37 @@ def compare_decode(g: Generator, stream: bytes, batch: int, repeats: int) -> tup
     return best["reference"], best["fused"]
 
 
+def stvdec_fps(g: Generator, device: torch.device, dtype: torch.dtype, batch: int, frames: int,
+               encode_video: bool = True) -> float:
+    """Frames/s of stvdec's decode and output loop after one warm-up batch: the stream's frames through
+    `decode` (CUDA graph on a GPU) into stvdec's `write_frames`, to an H.264 file as stvdec writes it
+    (encode_video=False: the frames are dropped, which isolates the rendering side)."""
+    import tempfile
+    from fractions import Fraction
+
+    from codec.bitstream import StvReader
+    from codec.cli.stvdec import write_frames
+    from codec.decoder.decode import DecodeSettings, decode
+    from codec.models.pose import LinearPoseEditor
+    from codec.preprocess.video import VideoWriter
+
+    reader = StvReader(decoder_stream(g.float().cpu(), frames + batch))
+    g.to(device, dtype)
+    directions = 0.1 * torch.randn(2, g.n_latent, g.style_dim, generator=torch.Generator().manual_seed(1))
+    editor = LinearPoseEditor(directions.to(device, dtype))
+    settings = DecodeSettings(batch=batch, device=device, dtype=dtype)
+    warm = list(decode(reader, g, editor, 0, batch, settings))  # extension load, graph capture
+    del warm
+    with tempfile.TemporaryDirectory() as tmp:
+        video = VideoWriter(Path(tmp) / "out.mp4", Fraction(25), (g.size, g.size)) if encode_video else None
+        with video if video is not None else contextlib.nullcontext():
+            synchronize(device)
+            start = time.perf_counter()
+            write_frames(decode(reader, g, editor, batch, batch + frames, settings), video, None)
+            synchronize(device)
+            return frames / (time.perf_counter() - start)
+
+
 def bench_whole_decoder(configs: list[str], batch: int, batches: int, repeats: int,
                         max_batch_1024: int) -> list[dict]:
     """Frames/s of the whole decoder per resolution, fused vs reference modulation (linear pose editor)."""
@@ -146,26 +192,36 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 4, 8])
     parser.add_argument("--max-batch-1024", type=int, default=1, help="cap on the batch for 1024x1024 (CPU time)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda: float16 unless --dtype float32, and "
+                        "stvdec's end-to-end frames/s at 1024x1024)")
+    parser.add_argument("--dtype", choices=["float16", "float32"], default=None,
+                        help="default: float16 on cuda, float32 on cpu (stvdec's choices)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     parser.add_argument("--whole-decoder", action="store_true",
                         help="also time the whole decoder (bitstream -> uint8 frames, pose editor, roll)")
     parser.add_argument("--decoder-batch", type=int, default=4, help="frames per batch for --whole-decoder")
+    parser.add_argument("--stvdec-batch", type=int, default=16, help="stvdec's batch for the end-to-end figure")
+    parser.add_argument("--stvdec-frames", type=int, default=64, help="frames timed for the end-to-end figure")
     args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.exit(2, "bench_decode: error: --device cuda: no CUDA device here\n")
+    dtype = getattr(torch, args.dtype) if args.dtype else (torch.float16 if device.type == "cuda" else torch.float32)
 
     os.environ["STV_OPS"] = "fused"  # the path under test, whatever the default dispatch picks
-    kernel = ops.active_kernel("cpu")
+    kernel = ops.active_kernel(device)
     os.environ.pop("STV_OPS", None)
     rows = []
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fused path: {kernel}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device} {dtype}, fused path: {kernel}")
     print(f"{'config':>7} {'batch':>5} {'ref fps':>9} {'fused fps':>9} {'ratio':>6} {'max|diff|':>10}")
     for name in args.configs:
-        g = make_generator(name)
+        g = make_generator(name, device, dtype)
         for batch in args.batches:
-            if name == "1024" and batch > args.max_batch_1024:
+            if name == "1024" and batch > args.max_batch_1024 and device.type == "cpu":
                 continue
             gen = torch.Generator().manual_seed(batch)
             with torch.no_grad():
-                w = g.mapping(torch.randn(batch, g.style_dim, generator=gen))
+                w = g.mapping(torch.randn(batch, g.style_dim, generator=gen).to(device, dtype))
                 styles = g.styles(w)
             t_ref, t_fused, diff = compare(g, styles, args.repeats)
             row = {"config": name, "batch": batch, "reference_fps": batch / t_ref, "fused_fps": batch / t_fused,
@@ -178,11 +234,23 @@ def main() -> None:
     decoder_rows = []
     if args.whole_decoder:
         decoder_rows = bench_whole_decoder(args.configs, args.decoder_batch, 2, args.repeats, args.max_batch_1024)
+    stvdec_row = None
+    if device.type == "cuda":
+        g = make_generator("1024")
+        stvdec_row = {"size": 1024, "batch": args.stvdec_batch, "dtype": str(dtype).removeprefix("torch."),
+                      "frames": args.stvdec_frames,
+                      "fps_h264": stvdec_fps(g, device, dtype, args.stvdec_batch, args.stvdec_frames, True),
+                      "fps_no_output": stvdec_fps(g, device, dtype, args.stvdec_batch, args.stvdec_frames, False)}
+        print(f"stvdec end to end at 1024x1024, batch {args.stvdec_batch}, {stvdec_row['dtype']}: "
+              f"{stvdec_row['fps_h264']:.1f} fps writing H.264, {stvdec_row['fps_no_output']:.1f} fps rendering "
+              "only")
     if args.json:
         figures = {"fused_over_reference": geo, "max_abs_diff": max(r["max_abs_diff"] for r in rows),
-                   "kernel": kernel, "threads": torch.get_num_threads(), "rows": rows}
+                   "kernel": kernel, "threads": torch.get_num_threads(), "device": str(device), "rows": rows}
         if decoder_rows:
             figures["whole_decoder"] = decoder_rows
+        if stvdec_row:
+            figures["stvdec"] = stvdec_row
         print(json.dumps(figures))
 
 

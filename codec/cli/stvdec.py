@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 import click
 import cv2
@@ -18,6 +18,7 @@ from codec.bitstream import StvReader
 from codec.cli.common import check_output, clean_errors, prepare_kernel
 from codec.cli.stvinfo import parse_frame_range
 from codec.decoder.decode import (
+    DecodedFrame,
     DecodeSettings,
     damage_warnings,
     decode,
@@ -26,6 +27,7 @@ from codec.decoder.decode import (
     pose_editor_for,
     resolve_device,
 )
+from codec.decoder.pipeline import BackgroundWriter
 from codec.decoder.puppet import load_identity
 from codec.errors import StvError
 from codec.preprocess.video import VideoWriter
@@ -76,6 +78,23 @@ def png_directory(target: Path, count: int, first: int, overwrite: bool) -> Iter
 def write_png(directory: Path, index: int, image: np.ndarray) -> None:
     if not cv2.imwrite(str(directory / PNG_NAME.format(index)), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
         raise StvError(f"cannot write PNG frame {index} to {directory}")
+
+
+def write_frames(frames: Iterable[DecodedFrame], video: VideoWriter | None, pngs: Path | None,
+                 on_frame: Callable[[], None] = lambda: None) -> None:
+    """Write each decoded frame to the video and/or the PNG folder. The video encoder and the disk work on a
+    thread of their own while the next batch renders, so the GPU does not wait for them; every frame is written
+    when this returns (a writer's error is raised here)."""
+    def write(frame: DecodedFrame) -> None:
+        if video is not None:
+            video.write(frame.image)
+        if pngs is not None:
+            write_png(pngs, frame.index, frame.image)
+
+    with BackgroundWriter(write) as writer:
+        for frame in frames:
+            writer.put(frame)
+            on_frame()
 
 
 def warn(message: str) -> None:
@@ -138,12 +157,7 @@ def main(source: Path, out: Path | None, png_dir: Path | None, frame_range: str 
             video = stack.enter_context(VideoWriter(out, header.fps, (width, height), lossless=lossless))
         pngs = stack.enter_context(png_directory(png_dir, stop - start, start, overwrite)) if png_dir else None
         bar = stack.enter_context(tqdm(total=stop - start, unit="frame", desc=PROG, disable=quiet))
-        for frame in frames:
-            if video is not None:
-                video.write(frame.image)
-            if pngs is not None:
-                write_png(pngs, frame.index, frame.image)
-            bar.update(1)
+        write_frames(frames, video, pngs, lambda: bar.update(1))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ very start) there is nothing to repeat; the concealment then shows the identity 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from codec import zoo
 from codec.bitstream import N_PARAMS, StvHeader, StvReader
+from codec.decoder.pipeline import GraphedSynthesis, to_host
 from codec.decoder.render import apply_roll, render
 from codec.errors import BitstreamError, ModelError, StvError
 from codec.models.pose import PoseEditor
@@ -51,6 +52,8 @@ class DecodeSettings:
     size: tuple[int, int] | None = None  # (width, height) of the output; None: the header's
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
+    # on a GPU, replay the synthesis from a CUDA graph (codec.decoder.pipeline); no effect on the CPU
+    cuda_graph: bool = True
 
 
 # --- device, generator, pose editor ------------------------------------------------------------------------------
@@ -133,17 +136,18 @@ def to_uint8(images: torch.Tensor, size: tuple[int, int] | None = None) -> np.nd
         images = F.interpolate(images, size=(size[1], size[0]), mode="bilinear", antialias=True,
                                align_corners=False)
     pixels = ((images + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    return pixels.permute(0, 2, 3, 1).cpu().numpy()
+    return to_host(pixels.permute(0, 2, 3, 1).contiguous()).numpy()  # from a GPU: a pinned copy, 1 byte a value
 
 
 @torch.no_grad()
 def render_params(generator: torch.nn.Module, editor: PoseEditor, id_latent: torch.Tensor,
                   style_indices: Sequence[tuple[int, int]], values: np.ndarray,
-                  size: tuple[int, int] | None = None) -> np.ndarray:
+                  size: tuple[int, int] | None = None,
+                  synthesize: Callable[[list[torch.Tensor]], torch.Tensor] | None = None) -> np.ndarray:
     """Dequantised parameters (n, 35) -> n frames [n, H, W, 3] uint8: render, restore roll, resize, quantise."""
     params = torch.as_tensor(np.asarray(values, np.float32), device=id_latent.device).to(id_latent.dtype)
     images = render(generator, editor, id_latent, style_indices, params[:, :N_ALPHA], params[:, YAW],
-                    params[:, PITCH])
+                    params[:, PITCH], synthesize=synthesize)
     return to_uint8(apply_roll(images, params[:, ROLL]), size)
 
 
@@ -223,9 +227,10 @@ def decode(reader: StvReader, generator: torch.nn.Module, editor: PoseEditor, st
     latent = torch.as_tensor(np.asarray(latent, np.float32) if not torch.is_tensor(latent) else latent)
     latent = latent.to(settings.device, settings.dtype)
     size = output_size(header, generator, settings.size)
+    graphed = GraphedSynthesis(generator) if settings.cuda_graph and settings.device.type == "cuda" else None
 
     def draw(values: np.ndarray) -> np.ndarray:
-        return render_params(generator, editor, latent, header.style_indices, values, size)
+        return render_params(generator, editor, latent, header.style_indices, values, size, graphed)
 
     picture = _BatchedPictures(reader, draw, settings.batch)
     last_good: np.ndarray | None = None

@@ -9,7 +9,7 @@ decoder will show), and the closed-loop tests render their synthetic clips with 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,11 +27,15 @@ def render(
     yaw: torch.Tensor,
     pitch: torch.Tensor,
     stop_at: int | None = None,
+    synthesize: Callable[[list[torch.Tensor]], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """id_latent [n_latent, dim]; alpha [B, K]; yaw, pitch [B] -> images [B, 3, R, R] in [-1, 1], roll not
-    applied (see `apply_roll`)."""
+    applied (see `apply_roll`). `synthesize` stands in for `generator.synthesize` at full size (the decoder's
+    CUDA graph, codec.decoder.pipeline.GraphedSynthesis: the same kernels, replayed)."""
     pose_edited = editor.edit(id_latent.unsqueeze(0).expand(alpha.shape[0], -1, -1), yaw, pitch)
     styles = apply_offsets(generator.styles(pose_edited), style_indices, alpha)
+    if synthesize is not None and stop_at is None:
+        return synthesize(styles)
     return generator.synthesize(styles, stop_at=stop_at)
 
 
