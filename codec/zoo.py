@@ -528,7 +528,8 @@ def generator_from_nvidia_pickle(pickle_file: Path):
 # --- pose editors ----------------------------------------------------------------------------------------------
 
 # The editor a stream uses when its header names none: the linear directions shipped for that generator.
-DEFAULT_POSE_EDITOR = {"tiny": "tiny-pose"}
+# "tiny-64" is the label format_spec.md uses for the shipped tiny generator (§3 "pose": its default editor)
+DEFAULT_POSE_EDITOR = {"tiny": "tiny-pose", "tiny-64": "tiny-pose"}
 # Generators whose default editor is StyleFlow (the paper's): its condition comes from the stream's `pose`
 # extension, or from the encoder (codec.encoder.styleflow_condition) before it writes one.
 DEFAULT_STYLEFLOW_EDITOR = {"stylegan2-ffhq-config-f": "styleflow"}

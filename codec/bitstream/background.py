@@ -12,9 +12,9 @@ import io
 
 import numpy as np
 
+from codec.bitstream.header import EXT_BACKGROUND  # noqa: F401 - the tag, for callers of this module
 from codec.errors import BitstreamError
 
-EXT_BACKGROUND = b"bgnd"
 KIND_STILL = 1
 STILL_FORMATS = {"WEBP": "webp", "AVIF": "avif"}  # Pillow's format name -> the name users give
 MAX_BACKGROUND_PIXELS = 1 << 26  # 67 M pixels (8K UHD is 33 M): 201 MB decoded at most

@@ -24,9 +24,9 @@ import numpy as np
 
 from codec.bitstream.chunk import delta_planes, undelta_planes
 from codec.bitstream.compress import compress, decompress_exact
+from codec.bitstream.header import EXT_PLACEMENT  # noqa: F401 - the tag, for callers of this module
 from codec.errors import BitstreamError
 
-EXT_PLACEMENT = b"plac"
 MAX_PLACED_FRAMES = 1 << 22  # 6 x 4,194,304 = 25 MB decoded at most (§9), 39 hours at 30 fps
 _HEAD = struct.Struct("<HHII")
 _LEVELS = 65536

@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -28,6 +29,7 @@ from codec.decoder.decode import (
     resolve_device,
 )
 from codec.decoder.pipeline import BackgroundWriter
+from codec.decoder.paste import paste_back_for
 from codec.decoder.puppet import load_identity
 from codec.errors import StvError
 from codec.preprocess.video import VideoWriter
@@ -118,10 +120,14 @@ def warn(message: str) -> None:
               help="Frames rendered together (more: faster, more memory).")
 @click.option("--lossless", is_flag=True, help="FFV1 video storing the RGB pixels exactly (OUT must be .mkv).")
 @click.option("-y", "overwrite", is_flag=True, help="Overwrite OUT (and same-named PNG frames) if present.")
+@click.option("--crop", is_flag=True,
+              help="Output the face crop at the generator's size even when the stream places the face in the "
+                   "source picture (format 1.2 'plac'; by default such a stream decodes to the source's size).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no warnings.")
 @clean_errors(PROG)
 def main(source: Path, out: Path | None, png_dir: Path | None, frame_range: str | None, size_text: str | None,
-         identity: Path | None, device: str, batch: int, lossless: bool, overwrite: bool, quiet: bool) -> None:
+         identity: Path | None, device: str, batch: int, lossless: bool, crop: bool, overwrite: bool,
+         quiet: bool) -> None:
     """Decode IN.stv to the video OUT (.mp4/.mov/.mkv, H.264; --lossless: FFV1 .mkv) and/or PNG frames.
 
     The generator named in the stream must be installed with the same weights (its sha256 is in the header);
@@ -137,19 +143,24 @@ def main(source: Path, out: Path | None, png_dir: Path | None, frame_range: str 
     start, stop = parse_frame_range(frame_range, len(reader))
     if stop <= start:
         raise StvError(f"{source}: no frames to decode (range {start}:{stop} of {len(reader)})")
-    size = parse_size(size_text, (header.width, header.height))
+    paste, paste_warnings = (None, []) if crop else paste_back_for(header)
+    frame_size = paste.output_size if paste is not None else (header.width, header.height)
+    size = parse_size(size_text, frame_size)
+    if paste is not None:  # the size is the whole picture's; the face is rendered at the generator's own
+        paste = replace(paste, size=size)
     torch_device = resolve_device(device)
-    settings = DecodeSettings(batch=batch, size=size, device=torch_device, dtype=decode_dtype(torch_device))
+    settings = DecodeSettings(batch=batch, size=None if paste is not None else size, device=torch_device,
+                              dtype=decode_dtype(torch_device), paste=paste)
     generator = load_stream_generator(header, torch_device, settings.dtype)
     spec, latent = header.pose_editor, None
     if identity is not None:
         replacement = load_identity(identity, header, generator, torch_device)
         latent, spec = replacement.latent, replacement.pose_spec or spec
     editor = pose_editor_for(spec, header.generator_name, torch_device)
-    for line in [] if quiet else damage_warnings(reader, start, stop, str(source)):
+    for line in [] if quiet else [*paste_warnings, *damage_warnings(reader, start, stop, str(source))]:
         warn(line)
     prepare_kernel(PROG, torch_device, quiet)
-    width, height = size or (header.width, header.height)
+    width, height = size or frame_size
     frames = decode(reader, generator, editor, start, stop, settings, id_latent=latent)
     with contextlib.ExitStack() as stack:
         video = None

@@ -54,6 +54,8 @@ class DecodeSettings:
     dtype: torch.dtype = torch.float32
     # on a GPU, replay the synthesis from a CUDA graph (codec.decoder.pipeline); no effect on the CPU
     cuda_graph: bool = True
+    # put each face back into the source picture (format 1.2 `plac`); None: the face crop (size applies to it)
+    paste: "PasteBack | None" = None  # noqa: F821 - codec.decoder.paste.PasteBack
 
 
 # --- device, generator, pose editor ------------------------------------------------------------------------------
@@ -88,13 +90,26 @@ def load_stream_generator(header: StvHeader, device: torch.device | str = "cpu",
     try:
         file = zoo.path(name)
     except ModelError as exc:
-        raise ModelError(f"this stream needs generator {name!r} (sha256 {wanted}): {exc}") from None
+        # the digest identifies the generator, the name is a label (format_spec.md §8): a registry entry with
+        # that digest serves under another name (e.g. a stream naming 'tiny-64' and the shipped 'tiny')
+        same = _generator_with_digest(wanted)
+        if same is None:
+            raise ModelError(f"this stream needs generator {name!r} (sha256 {wanted}): {exc}") from None
+        name, file = same, zoo.path(same)
     installed = zoo.verify(name, file)
     if installed != wanted:
         raise ModelError(f"this stream was encoded with generator {name!r} sha256 {wanted}, but the installed "
                          f"{name!r} ({file}) has sha256 {installed}; install the matching weights "
                          f"(`stv-weights fetch {name}` or `stv-weights convert`)")
     return zoo.load_generator_file(file, device, dtype)
+
+
+def _generator_with_digest(sha256: str) -> str | None:
+    """An installed (or shipped) generator of the model registry whose published digest is `sha256`."""
+    for name, entry in zoo.manifest().items():
+        if entry.role == "generator" and entry.sha256 == sha256 and zoo.location(name).is_file():
+            return name
+    return None
 
 
 def pose_editor_for(spec: dict | None, generator_name: str, device: torch.device | str = "cpu") -> PoseEditor:
@@ -228,9 +243,16 @@ def decode(reader: StvReader, generator: torch.nn.Module, editor: PoseEditor, st
     latent = latent.to(settings.device, settings.dtype)
     size = output_size(header, generator, settings.size)
     graphed = GraphedSynthesis(generator) if settings.cuda_graph and settings.device.type == "cuda" else None
+    paste = settings.paste
 
-    def draw(values: np.ndarray) -> np.ndarray:
-        return render_params(generator, editor, latent, header.style_indices, values, size, graphed)
+    def draw(values: np.ndarray, first: int) -> np.ndarray:
+        if paste is None:
+            return render_params(generator, editor, latent, header.style_indices, values, size, graphed)
+        # upright at the generator's size (roll 0 leaves the rendering untouched); the paste turns and places it
+        upright = render_params(generator, editor, latent, header.style_indices,
+                                np.concatenate([values[:, :ROLL], np.zeros_like(values[:, ROLL:])], axis=1),
+                                None, graphed)
+        return np.stack([paste.frame(first + k, upright[k], float(values[k, ROLL])) for k in range(len(values))])
 
     picture = _BatchedPictures(reader, draw, settings.batch)
     last_good: np.ndarray | None = None
@@ -272,11 +294,11 @@ class _BatchedPictures:
             values = np.zeros((self.batch, N_PARAMS), np.float32)
             for k in np.flatnonzero(self.mask):
                 values[k] = self.reader.values(lo + k, lo + k + 1)[0]
-            self.images = self.draw(values)
+            self.images = self.draw(values, lo)
         return self.images[row]
 
     def at_rest(self) -> np.ndarray:
-        return self.draw(np.zeros((self.batch, N_PARAMS), np.float32))[0]
+        return self.draw(np.zeros((self.batch, N_PARAMS), np.float32), 0)[0]
 
     def _row(self, frame: int) -> int:
         """The frame's row in its batch, after making that batch the current one."""
