@@ -64,11 +64,16 @@ def _frame_range(text: str | None) -> tuple[int, int | None]:
                    "registration (no landmarks needed), undo it for the stages, fit it in the refinement and store it")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="cache each stage here; a re-run with the same input and settings resumes from it")
+@click.option("--window", type=click.IntRange(min=1), default=None, metavar="N",
+              help="frames each stage holds in memory (as floats) at a time; the aligned crops wait in a uint8 "
+                   "file in --work-dir (else the temporary dir), so memory does not grow with the clip. "
+                   "[default: as many as an eighth of the free memory of the device holds, at most 64; "
+                   "below a stage's batch (8 frames) the results change slightly]")
 @click.option("-y", "overwrite", is_flag=True, help="overwrite OUT if it exists")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bars")
 @clean_errors("stvenc")
 def main(video, out, generator, device, frame_range, profile, pose_editor, inverter, project_steps, pose_steps,
-         attribute_steps, refine_rounds, aligned, aligned_roll, work_dir, overwrite, quiet) -> None:
+         attribute_steps, refine_rounds, aligned, aligned_roll, work_dir, window, overwrite, quiet) -> None:
     """Encode VIDEO (mp4/mov/mkv/webm/y4m) into the .stv stream OUT."""
     import torch
 
@@ -100,7 +105,8 @@ def main(video, out, generator, device, frame_range, profile, pose_editor, inver
     )
     note = "stvenc " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     prepare_kernel("stvenc", device, quiet)
-    report = encode_video(video, out, settings, device=device, work_dir=work_dir, progress=not quiet, note=note)
+    report = encode_video(video, out, settings, device=device, work_dir=work_dir, progress=not quiet, note=note,
+                          window=window)
     if not quiet:
         click.echo(f"{out}: {report.frames} frames, ID latent from frame {report.id_frame}, "
                    f"{report.bytes_written} bytes, {report.saturated_values} saturated values")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +18,12 @@ import torch
 from tqdm.auto import tqdm
 
 from codec import zoo
-from codec.decoder.render import apply_roll
 from codec.bitstream import StvHeader, StvWriter, quantise
 from codec.bitstream.header import EXT_NOTE, EXT_POSE
 from codec.encoder.attributes import (LEARNING_RATE_STEPS, AttributeSettings, FaceNetworks, encode_attributes,
                                       video_learning_rates)
 from codec.encoder.cost import RenderCount
+from codec.encoder.frames import AlignedFrames, FrameSource, RolledFrames, default_window
 from codec.encoder.head_pose import PoseSettings
 from codec.encoder.losses import make_lpips, mask_rows, resize_mask
 from codec.encoder.pipeline import EncoderModels, Part1Settings, encode_part1, inversion_targets
@@ -87,23 +88,42 @@ class EncodeReport:
 
 @dataclass
 class AlignedClip:
-    images: torch.Tensor  # [N, 3, R, R] in [-1, 1]
+    frames: AlignedFrames  # [N] aligned crops as uint8, read back a window at a time
     roll_deg: np.ndarray  # [N]
     blink: np.ndarray  # [N] bool
     masks: dict[str, torch.Tensor]  # region -> [1 or N, 1, r, r] soft masks at the encoder's resolution
 
 
 def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str = "cpu",
-                 work_dir: Path | None = None, progress: bool = True, note: str = "") -> EncodeReport:
+                 work_dir: Path | None = None, progress: bool = True, note: str = "",
+                 window: int | None = None) -> EncodeReport:
+    """Encode `video` into the .stv file `out`. The aligned crops are kept as uint8 in a file (in `work_dir`, else
+    a temporary dir) and the stages read at most `window` of them at a time as floats (None: as many as an
+    eighth of the free memory holds, see `codec.encoder.frames.default_window`); a window smaller than a stage's
+    batch shrinks that batch."""
+    if window is not None and window < 1:
+        raise InputError(f"the window must hold at least one frame, got {window}")
+    if work_dir is not None:
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="stv-frames-", dir=work_dir) as folder:
+        return _encode(video, out, settings, device, work_dir, progress, note, window, Path(folder))
+
+
+def _encode(video: Path, out: Path, settings: EncodeSettings, device: str, work_dir: Path | None, progress: bool,
+            note: str, window: int | None, frames_dir: Path) -> EncodeReport:
     generator = zoo.load_generator(settings.generator, device=device)
     info = probe(video)
     stop_at = settings.part1.stop_at
     start, stop = settings.frames
-    clip = _aligned_clip(video, generator.config.size, stop_at, start, stop, settings.aligned_input, progress)
-    if clip.images.shape[0] == 0:
+    size = generator.config.size
+    window = window or default_window(3 * size * size * 4, device)
+    settings = within_window(settings, window)
+    store = AlignedFrames(frames_dir / "aligned.u8", size, device)
+    clip = _aligned_clip(video, store, stop_at, start, stop, settings.aligned_input, progress)
+    if len(clip.frames) == 0:
         raise InputError(f"{video}: no frames in the range {start}:{'' if stop is None else stop}")
-    clip.images = clip.images.to(device)
     clip.masks = {name: mask.to(device) for name, mask in clip.masks.items()}
+    stage_frames: FrameSource = clip.frames
     input_key = f"{zoo.sha256_of(video)}:{start}:{stop}:{settings.aligned_input}:{settings.generator}"
     if settings.pose_editor is not None:  # the cached pose (and later) stages depend on the editor
         input_key += f":pose_editor={settings.pose_editor}"
@@ -111,9 +131,9 @@ def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str =
     renders: dict[str, RenderCount] = {}
     as_read = None  # the frames as they are, when the stages see them turned upright
     if settings.aligned_input and settings.aligned_roll:
-        clip.roll_deg, renders["roll"] = estimate_roll(clip.images, generator, settings.roll)
-        as_read = clip.images
-        clip.images = apply_roll(clip.images, -torch.tensor(clip.roll_deg, dtype=torch.float32, device=device))
+        clip.roll_deg, renders["roll"] = estimate_roll(clip.frames, generator, settings.roll)
+        as_read = clip.frames
+        stage_frames = RolledFrames(clip.frames, -clip.roll_deg)
         input_key += f":roll={json.dumps(asdict(settings.roll), sort_keys=True)}"
 
     pose_spec, editor = zoo.encoder_pose_editor(settings.pose_editor, settings.generator)  # spec None: StyleFlow's,
@@ -127,7 +147,7 @@ def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str =
     arcface = _official_network("arcface_ir_se50", device)
     models = EncoderModels(generator, editor, lpips_module, _identity_network(arcface, device),
                            encoder=inverter, pose_estimator=_pose_estimator(pose_spec and pose_spec["model"]))
-    part1 = encode_part1(clip.images, models, clip.masks, settings.part1, work_dir, input_key, progress)
+    part1 = encode_part1(stage_frames, models, clip.masks, settings.part1, work_dir, input_key, progress)
     if part1.styleflow_condition is not None:
         pose_spec = styleflow_pose_spec(part1.styleflow_condition,
                                         zoo.DEFAULT_STYLEFLOW_EDITOR.get(settings.generator, "styleflow"))
@@ -161,7 +181,7 @@ def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str =
 
     def run_refinement():
         result = refine(generator, editor, part1.id_latent.to(device), part1.yaw, part1.pitch, alpha,
-                        clip.images if as_read is None else as_read, table.indices, table.channel_spread(),
+                        stage_frames if as_read is None else as_read, table.indices, table.channel_spread(),
                         settings.refine, progress, roll=None if as_read is None else clip.roll_deg)
         renders["refine"] = result.renders
         out = {"id_latent": result.id_latent, "yaw": torch.from_numpy(result.yaw),
@@ -206,20 +226,38 @@ def canonical_soft_masks(resolution: int) -> dict[str, torch.Tensor]:
     return {k: resize_mask(torch.from_numpy(v), resolution) for k, v in canonical_masks(MASK_DRAW_SIZE).items()}
 
 
-def _aligned_clip(video: Path, size: int, stop_at: int, start: int, stop: int | None, aligned_input: bool,
-                  progress: bool) -> AlignedClip:
+def within_window(settings: EncodeSettings, window: int) -> EncodeSettings:
+    """The settings with every stage's batch of frames held to `window` frames (a batch is what a stage holds
+    resident as floats; the batch sizes are part of the stages' cache keys, so a window that shrinks a batch
+    changes the key, and one that does not leaves the results and the cache as they were)."""
+    part1 = replace(settings.part1, project=replace(settings.part1.project,
+                                                    batch_frames=min(settings.part1.project.batch_frames, window)))
+    return replace(settings, part1=part1, refine=replace(settings.refine,
+                                                         batch_frames=min(settings.refine.batch_frames, window)))
+
+
+def _aligned_clip(video: Path, store: AlignedFrames, stop_at: int, start: int, stop: int | None,
+                  aligned_input: bool, progress: bool) -> AlignedClip:
+    """Frames [start, stop) of `video`, decoded and aligned one at a time into `store` (uint8), with each frame's
+    roll, blink and region masks (small: at the encoder's `stop_at` resolution)."""
     frames = read_frames(video, start, stop)
     if aligned_input:
-        images = [_resize(frame, size) for frame in tqdm(frames, desc="read", unit="frame", disable=not progress)]
-        n = len(images)
-        return AlignedClip(_to_tensor(images), np.zeros(n), np.zeros(n, bool), canonical_soft_masks(stop_at))
-    aligned = list(tqdm(align_video(frames, output_size=size), desc="align", unit="frame", disable=not progress))
-    scale = MASK_DRAW_SIZE / size
-    per_frame = [region_masks(a.landmarks_aligned * scale, MASK_DRAW_SIZE, pupil_centres=a.pupils_aligned * scale)
-                 for a in aligned]
-    masks = {k: torch.cat([resize_mask(torch.from_numpy(m[k]), stop_at) for m in per_frame]) for k in per_frame[0]}
-    return AlignedClip(_to_tensor([a.image for a in aligned]), np.array([a.roll_deg for a in aligned]),
-                       np.array([a.blink for a in aligned]), masks)
+        for frame in tqdm(frames, desc="read", unit="frame", disable=not progress):
+            store.append(_resize(frame, store.size))
+        n = len(store.finish())
+        return AlignedClip(store, np.zeros(n), np.zeros(n, bool), canonical_soft_masks(stop_at))
+    scale = MASK_DRAW_SIZE / store.size
+    roll, blink, masks = [], [], {}
+    for a in tqdm(align_video(frames, output_size=store.size), desc="align", unit="frame", disable=not progress):
+        store.append(a.image)
+        roll.append(a.roll_deg)
+        blink.append(a.blink)
+        drawn = region_masks(a.landmarks_aligned * scale, MASK_DRAW_SIZE, pupil_centres=a.pupils_aligned * scale)
+        for region, mask in drawn.items():
+            masks.setdefault(region, []).append(resize_mask(torch.from_numpy(mask), stop_at))
+    store.finish()
+    return AlignedClip(store, np.array(roll), np.array(blink, dtype=bool),
+                       {region: torch.cat(per_frame) for region, per_frame in masks.items()})
 
 
 def _resize(frame: np.ndarray, size: int) -> np.ndarray:
@@ -230,12 +268,6 @@ def _resize(frame: np.ndarray, size: int) -> np.ndarray:
     if frame.shape[0] != frame.shape[1]:
         raise InputError(f"--aligned input must be square frames, got {frame.shape[1]}x{frame.shape[0]}")
     return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
-
-
-def _to_tensor(images: list[np.ndarray]) -> torch.Tensor:
-    if not images:
-        return torch.zeros(0, 3, 1, 1)
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def _official_network(name: str, device: str) -> torch.nn.Module | None:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from codec.encoder.cost import RenderCount
+from codec.encoder.frames import FrameSource, as_frame_source, windows
 from codec.encoder.head_pose import PoseSettings, encode_head_pose
 from codec.encoder.id_select import select_id_frame
 from codec.encoder.invert import Encoder, ProjectSettings, in_batches, invert
@@ -67,7 +68,7 @@ def inversion_targets(generator: torch.nn.Module, latents: torch.Tensor, stop_at
 
 
 def encode_part1(
-    frames: torch.Tensor,
+    frames: FrameSource | torch.Tensor,
     models: EncoderModels,
     masks: dict[str, torch.Tensor],
     settings: Part1Settings = Part1Settings(),
@@ -75,9 +76,10 @@ def encode_part1(
     input_key: str = "",
     progress: bool = True,
 ) -> Part1Result:
-    """frames [N, 3, R, R] in [-1, 1] at the generator's resolution; masks: 'face' and 'face_rigid' at
-    `settings.stop_at` ([1 or N, 1, r, r]). `input_key` names the frames (e.g. the video's digest and range) for
-    the work-dir cache."""
+    """frames [N, 3, R, R] in [-1, 1] at the generator's resolution, read a window of
+    `settings.project.batch_frames` at a time; masks: 'face' and 'face_rigid' at `settings.stop_at`
+    ([1 or N, 1, r, r]). `input_key` names the frames (e.g. the video's digest and range) for the work-dir cache."""
+    frames = as_frame_source(frames)
     generator = models.generator
     renders: dict[str, RenderCount] = {}
 
@@ -95,12 +97,9 @@ def encode_part1(
                                        "estimator": models.pose_estimator is not None})
 
     def run_selection():
-        with torch.no_grad():
-            reconstructions = inversion_targets(generator, latents)
-            similarity = models.identity.identity_similarity(frames, reconstructions).float().cpu()
-            pose = models.pose_estimator(frames).cpu() if models.pose_estimator is not None else None
+        similarity, pose = _identity_and_pose(frames, latents, models, settings.project.batch_frames)
         renders["id_select"] = RenderCount(forwards=len(latents))
-        choice = select_id_frame(similarity.numpy(), *(pose.T.numpy() if pose is not None else (None, None)),
+        choice = select_id_frame(similarity, *(pose.T if pose is not None else (None, None)),
                                  frontal_weight=settings.frontal_weight)
         return {"id_frame": torch.tensor([choice.frame]), "scores": torch.from_numpy(choice.scores)}
 
@@ -138,3 +137,19 @@ def encode_part1(
     return Part1Result(latents, id_frame, id_latent, selection["scores"].numpy(), pose["yaw"].numpy(),
                        pose["pitch"].numpy(), key, renders, condition)
 
+
+
+def _identity_and_pose(frames: FrameSource, latents: torch.Tensor, models: EncoderModels,
+                       window: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """ID selection's inputs, a window of frames and their full-resolution reconstructions G(L_t) at a time:
+    each frame's identity similarity to its reconstruction [N], and its estimated (yaw, pitch) [N, 2] (None
+    without an estimator)."""
+    similarity, pose = [], []
+    with torch.no_grad():
+        for lo, hi in windows(len(frames), window):
+            images = frames.window(lo, hi)
+            reconstructions = models.generator(latents[lo:hi].to(images.device))
+            similarity.append(models.identity.identity_similarity(images, reconstructions).float().cpu())
+            if models.pose_estimator is not None:
+                pose.append(models.pose_estimator(images).cpu())
+    return torch.cat(similarity).numpy(), torch.cat(pose).numpy() if pose else None
