@@ -20,6 +20,7 @@ from codec.encoder.invert import ProjectSettings
 from codec.encoder.losses import psnr
 from codec.encoder.pipeline import Part1Settings
 from codec.encoder.refine import RefineSettings
+from codec.encoder.workdir import CARRY_PREFIX, resumable_stage
 from codec.preprocess.video import read_frames, write_video
 from encoder_fixtures import synthetic_clip, tiny_models
 
@@ -92,7 +93,7 @@ def encoded(tmp_path_factory):
                               window=window)
         out[window] = (StvReader(stream), report)
     frames = torch.from_numpy(np.stack(list(read_frames(video)))).permute(0, 3, 1, 2).float() / 127.5 - 1
-    return out, frames
+    return out, frames, video
 
 
 def _resynthesis_psnr(reader: StvReader, frames: torch.Tensor) -> float:
@@ -106,7 +107,7 @@ def _resynthesis_psnr(reader: StvReader, frames: torch.Tensor) -> float:
 
 
 def test_small_window_costs_at_most_0_2_db_against_the_whole_clip(encoded):
-    runs, frames = encoded
+    runs, frames, _ = encoded
     (whole, whole_report), (small, small_report) = runs[WHOLE_CLIP], runs[3]
     assert len(small) == len(whole) == len(frames)
     whole_psnr, small_psnr = _resynthesis_psnr(whole, frames), _resynthesis_psnr(small, frames)
@@ -125,3 +126,68 @@ def test_window_below_one_frame_is_refused_in_one_line(tmp_path):
     assert "Invalid value for '--window'" in result.output and "Traceback" not in result.output
     with pytest.raises(Exception, match="at least one frame"):
         encode_video(tmp_path / "in.mkv", tmp_path / "out.stv", QUICK, window=0, progress=False)
+
+
+class Interrupted(Exception):
+    """Stands for a Ctrl-C or a killed machine in the middle of a stage."""
+
+
+def test_resumable_stage_resumes_at_the_first_window_not_saved(tmp_path):
+    calls = []
+    interrupt_at = [4]  # the first run is interrupted in its third window
+
+    def run_window(start, stop, carried):
+        calls.append(start)
+        if start in interrupt_at:
+            interrupt_at.clear()
+            raise Interrupted
+        total = torch.zeros(1) if carried is None else carried[CARRY_PREFIX + "total"]
+        values = torch.arange(start, stop, dtype=torch.float32)
+        return {"values": values, CARRY_PREFIX + "total": total + values.sum()}
+
+    with pytest.raises(Interrupted):
+        resumable_stage(tmp_path, "stage", "key", 7, 2, run_window)
+    assert sorted(p.name for p in (tmp_path / "stage.windows").iterdir()) == ["00000000-00000002.safetensors",
+                                                                              "00000002-00000004.safetensors"]
+    calls.clear()
+    result = resumable_stage(tmp_path, "stage", "key", 7, 2, run_window)
+    assert calls == [4, 6]  # windows 0-2 and 2-4 were read back, with the state they carried
+    assert torch.equal(result["values"], torch.arange(7, dtype=torch.float32))
+    assert set(result) == {"values"}  # the carried state is not part of the stage's result
+    assert not (tmp_path / "stage.windows").exists() and (tmp_path / "stage.safetensors").is_file()
+    calls.clear()
+    resumable_stage(tmp_path, "stage", "other key", 7, 2, run_window)
+    assert calls == [0, 2, 4, 6]  # another key: nothing is reused
+
+
+def test_interrupted_encode_resumes_at_its_window_and_writes_the_same_stream(encoded, tmp_path, monkeypatch):
+    """Algorithm 1 interrupted in its second 3-frame window: the re-run reads inversion, ID selection, pose and
+    the first window back, encodes the rest from the state the first window handed on, and writes the stream an
+    uninterrupted run with that window writes."""
+    import codec.encoder.encode as encode_module
+
+    runs, _, video = encoded
+    real = encode_module.encode_attributes
+    windows_encoded = []
+
+    def interrupted(*args, **kwargs):
+        windows_encoded.append(len(args[1]))
+        if len(windows_encoded) == 2:
+            raise Interrupted
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(encode_module, "encode_attributes", interrupted)
+    work = tmp_path / "work"
+    with pytest.raises(Interrupted):
+        encode_video(video, tmp_path / "out.stv", QUICK, work_dir=work, progress=False, window=3)
+    assert (work / "attributes.windows").is_dir() and (work / "pose.safetensors").is_file()
+    windows_encoded.clear()
+    monkeypatch.setattr(encode_module, "encode_attributes", lambda *a, **k: windows_encoded.append(len(a[1]))
+                        or real(*a, **k))
+    report = encode_video(video, tmp_path / "out.stv", QUICK, work_dir=work, progress=False, window=3)
+    assert windows_encoded == [3, 2]  # frames 3-5 and 6-7; frames 0-2 were read back
+    assert "invert" not in report.generator_renders and "pose" not in report.generator_renders
+    assert not (work / "attributes.windows").exists()
+    resumed, uninterrupted = StvReader(tmp_path / "out.stv"), runs[3][0]
+    assert resumed.header.id_latent.tobytes() == uninterrupted.header.id_latent.tobytes()
+    assert np.array_equal(resumed.records(0, len(resumed)), uninterrupted.records(0, len(uninterrupted)))

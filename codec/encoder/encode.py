@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 from codec import zoo
 from codec.bitstream import StvHeader, StvWriter, quantise
 from codec.bitstream.header import EXT_NOTE, EXT_POSE
-from codec.encoder.attributes import (LEARNING_RATE_STEPS, AttributeSettings, FaceNetworks, encode_attributes,
-                                      video_learning_rates)
+from codec.encoder.attributes import (LEARNING_RATE_STEPS, AttributeSettings, AttributeState, FaceNetworks,
+                                      encode_attributes, video_learning_rates)
 from codec.encoder.cost import RenderCount
 from codec.encoder.frames import AlignedFrames, FrameSource, RolledFrames, default_window
 from codec.encoder.head_pose import PoseSettings
@@ -32,7 +32,7 @@ from codec.encoder.roll import RollSettings, estimate_roll
 from codec.encoder.pose_directions import ESTIMATORS
 from codec.encoder.sensitivity import load_channel_table
 from codec.encoder.styleflow_condition import styleflow_pose_spec
-from codec.encoder.workdir import cached_stage, stage_key
+from codec.encoder.workdir import CARRY_PREFIX, cached_stage, resumable_stage, stage_key
 from codec.errors import InputError, ModelError
 from codec.preprocess.align import align_video
 from codec.preprocess.masks import canonical_masks, region_masks
@@ -147,7 +147,7 @@ def _encode(video: Path, out: Path, settings: EncodeSettings, device: str, work_
     arcface = _official_network("arcface_ir_se50", device)
     models = EncoderModels(generator, editor, lpips_module, _identity_network(arcface, device),
                            encoder=inverter, pose_estimator=_pose_estimator(pose_spec and pose_spec["model"]))
-    part1 = encode_part1(stage_frames, models, clip.masks, settings.part1, work_dir, input_key, progress)
+    part1 = encode_part1(stage_frames, models, clip.masks, settings.part1, work_dir, input_key, progress, window)
     if part1.styleflow_condition is not None:
         pose_spec = styleflow_pose_spec(part1.styleflow_condition,
                                         zoo.DEFAULT_STYLEFLOW_EDITOR.get(settings.generator, "styleflow"))
@@ -159,24 +159,33 @@ def _encode(video: Path, out: Path, settings: EncodeSettings, device: str, work_
                                               "networks": networks_installed})
     renders.update(part1.generator_renders)
 
-    def run_attributes():
-        yaw = torch.from_numpy(part1.yaw).float().to(device)
-        pitch = torch.from_numpy(part1.pitch).float().to(device)
-        with torch.no_grad():
-            pose_latents = editor.edit(part1.id_latent.expand(len(yaw), -1, -1).to(device), yaw, pitch)
-        targets = inversion_targets(generator, part1.latents.to(device), stop_at)
-        # eq. 8 is measured on the ID latent, so under the ID frame's own region masks
-        id_masks = {k: mask_rows(m, part1.id_frame, part1.id_frame + 1) for k, m in clip.masks.items()}
-        eta = video_learning_rates(generator, part1.id_latent.to(device), table, id_masks, lpips_module, stop_at)
-        track = encode_attributes(generator, pose_latents, targets, table.indices, table.regions, clip.masks,
-                                  lpips_module, stop_at, eta, clip.blink, settings.attributes, progress,
-                                  _face_networks(arcface, device))
-        # + the targets G(L_t), + eq. 8's sensitivity renders
-        renders["attributes"] = track.renders + RenderCount(
-            forwards=len(yaw) + len(table.indices) * len(LEARNING_RATE_STEPS))
-        return {"alpha": torch.from_numpy(track.alpha)}
+    measured = {}  # once per run, when some window is computed: eq. 8's learning rates and eq. 9's networks
 
-    alpha = cached_stage(work_dir, "attributes", key, run_attributes)["alpha"].numpy()
+    def run_attributes(start: int, stop: int, carried: dict | None) -> dict:
+        if not measured:
+            measured["networks"] = _face_networks(arcface, device)
+            # eq. 8 is measured on the ID latent, so under the ID frame's own region masks
+            id_masks = {k: mask_rows(m, part1.id_frame, part1.id_frame + 1) for k, m in clip.masks.items()}
+            measured["eta"] = video_learning_rates(generator, part1.id_latent.to(device), table, id_masks,
+                                                   lpips_module, stop_at)
+            renders["attributes"] = RenderCount(forwards=len(table.indices) * len(LEARNING_RATE_STEPS))
+        yaw = torch.from_numpy(part1.yaw[start:stop]).float().to(device)
+        pitch = torch.from_numpy(part1.pitch[start:stop]).float().to(device)
+        with torch.no_grad():
+            pose_latents = editor.edit(part1.id_latent.expand(stop - start, -1, -1).to(device), yaw, pitch)
+        targets = inversion_targets(generator, part1.latents[start:stop].to(device), stop_at)
+        state = None if carried is None else AttributeState.from_tensors(
+            {name[len(CARRY_PREFIX):]: value for name, value in carried.items()}, device)
+        track = encode_attributes(generator, pose_latents, targets, table.indices, table.regions,
+                                  {k: mask_rows(m, start, stop) for k, m in clip.masks.items()}, lpips_module,
+                                  stop_at, measured["eta"], clip.blink[start:stop], settings.attributes, progress,
+                                  measured["networks"], state)
+        # + the targets G(L_t)
+        renders["attributes"] += track.renders + RenderCount(forwards=stop - start)
+        return {"alpha": torch.from_numpy(track.alpha),
+                **{CARRY_PREFIX + name: value for name, value in track.state.to_tensors().items()}}
+
+    alpha = resumable_stage(work_dir, "attributes", key, len(clip.frames), window, run_attributes)["alpha"].numpy()
     key = stage_key(key, "refine", asdict(settings.refine))
 
     def run_refinement():

@@ -103,6 +103,25 @@ class AlignedFrames:
         self.path.unlink(missing_ok=True)
 
 
+class FrameRange:
+    """Frames [start, stop) of another source, numbered from 0 (what a stage run on one window of a clip reads)."""
+
+    def __init__(self, source: FrameSource, start: int, stop: int):
+        self.source, self.start, self.stop = source, start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def window(self, start: int, stop: int) -> torch.Tensor:
+        return self.source.window(self.start + start, self.start + stop)
+
+
+def checkpoint_window(window: int, batch: int) -> int:
+    """Frames per resumable window of a stage that works in batches of `batch` frames: whole batches (at least
+    one), so that the batches, and so the results, are those of an uninterrupted run."""
+    return max(1, window // batch) * batch
+
+
 class RolledFrames:
     """Another source's frames, each turned by its own angle (degrees, the decoder's `apply_roll` convention):
     the upright view of rolled crops, computed per window rather than stored twice."""

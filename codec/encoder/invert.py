@@ -55,9 +55,11 @@ def invert(
     lpips_module: torch.nn.Module | None = None,
     settings: ProjectSettings = ProjectSettings(),
     progress: bool = True,
+    previous: torch.Tensor | None = None,
 ) -> Inversion:
     """frames [N, 3, R, R] in [-1, 1] at the generator's resolution (read `settings.batch_frames` at a time) ->
-    W+ latents."""
+    W+ latents. previous [1, n_latent, dim]: the solution of the frame before these (a clip inverted a window at a
+    time), where the projector starts without an encoder."""
     if method == "e4e":
         if encoder is None:
             raise ValueError("inverter 'e4e' needs an encoder")
@@ -71,7 +73,7 @@ def invert(
     if encoder is not None:
         with torch.no_grad():
             init = in_batches(encoder, frames, settings.batch_frames)
-    return project(generator, frames, lpips_module, settings, init=init, progress=progress)
+    return project(generator, frames, lpips_module, settings, init=init, progress=progress, previous=previous)
 
 
 def in_batches(fn: Callable[[torch.Tensor], torch.Tensor], frames: FrameSource | torch.Tensor,
@@ -89,12 +91,13 @@ def project(
     settings: ProjectSettings = ProjectSettings(),
     init: torch.Tensor | None = None,
     progress: bool = True,
+    previous: torch.Tensor | None = None,
 ) -> Inversion:
     frames = as_frame_source(frames)
     n_frames = len(frames)
     mean_latent = generator.latent_avg.detach().reshape(1, 1, -1).expand(1, generator.n_latent, -1)
     out = []
-    previous = mean_latent
+    previous = mean_latent if previous is None else previous
     bar = tqdm(total=n_frames, desc="inversion", unit="frame", disable=not progress)
     for lo, hi in windows(n_frames, settings.batch_frames):
         start = init[lo:hi] if init is not None else previous.expand(hi - lo, -1, -1)
