@@ -63,7 +63,19 @@ def _frame_range(text: str | None) -> tuple[int, int | None]:
               help="with --aligned: the crops may be rotated in the picture; estimate each frame's roll by "
                    "registration (no landmarks needed), undo it for the stages, fit it in the refinement and store it")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="cache each stage here; a re-run with the same input and settings resumes from it")
+              help="cache each stage here; a re-run with the same input and settings resumes from it (inversion, "
+                   "head pose and attributes from the window they were in)")
+@click.option("--window", type=click.IntRange(min=1), default=None, metavar="N",
+              help="frames each stage holds in memory (as floats) at a time; the aligned crops wait in a uint8 "
+                   "file in --work-dir (else the temporary dir), so memory does not grow with the clip. "
+                   "[default: as many as an eighth of the free memory of the device holds, at most 64; "
+                   "below a stage's batch (8 frames) the results change slightly]")
+@click.option("--background", type=click.Choice(["still", "none"]), default="still", show_default=True,
+              help="full frames: besides each face's place in the picture (always stored, format 1.2), store the "
+                   "scene behind the faces as one still picture (WebP; the median of a few frames with the faces "
+                   "taken out), which stvdec pastes the faces over; none: black behind them")
+@click.option("--background-quality", type=click.IntRange(0, 100), default=80, show_default=True,
+              help="the still picture's quality (WebP, 0-100)")
 @click.option("-y", "overwrite", is_flag=True, help="overwrite OUT if it exists")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bars")
 @click.option("-v", "--verbose", is_flag=True,
@@ -89,10 +101,12 @@ def encode(options: dict, note: str):
     from codec.preprocess.video import probe
 
     (video, out, generator, device, frame_range, profile, pose_editor, inverter, project_steps, pose_steps,
-     attribute_steps, refine_rounds, aligned, aligned_roll, work_dir, overwrite, quiet, verbose) = (
+     attribute_steps, refine_rounds, aligned, aligned_roll, work_dir, window, background, background_quality,
+     overwrite, quiet, verbose) = (
         options[k] for k in ("video", "out", "generator", "device", "frame_range", "profile", "pose_editor",
                              "inverter", "project_steps", "pose_steps", "attribute_steps", "refine_rounds",
-                             "aligned", "aligned_roll", "work_dir", "overwrite", "quiet", "verbose"))
+                             "aligned", "aligned_roll", "work_dir", "window", "background", "background_quality",
+                             "overwrite", "quiet", "verbose"))
     logging.basicConfig(level=logging.ERROR if quiet else logging.WARNING, format="stvenc: %(message)s")
     if verbose:
         logging.getLogger("codec.encoder").setLevel(logging.INFO)
@@ -106,14 +120,15 @@ def encode(options: dict, note: str):
         device = "cuda" if torch.cuda.is_available() else "cpu"
     settings = EncodeSettings(
         generator=generator, pose_editor=pose_editor, frames=_frame_range(frame_range), aligned_input=aligned,
-        aligned_roll=aligned_roll, profile=profile,
+        aligned_roll=aligned_roll, profile=profile, background=background, background_quality=background_quality,
         part1=Part1Settings(inverter=inverter, project=ProjectSettings(steps=project_steps),
                             pose=PoseSettings(steps=pose_steps)),
         attributes=AttributeSettings(steps=attribute_steps),
         refine=RefineSettings(rounds=refine_rounds),
     )
     prepare_kernel("stvenc", device, quiet)
-    report = encode_video(video, out, settings, device=device, work_dir=work_dir, progress=not quiet, note=note)
+    report = encode_video(video, out, settings, device=device, work_dir=work_dir, progress=not quiet, note=note,
+                          window=window)
     if not quiet:
         click.echo(f"{out}: {report.frames} frames, ID latent from frame {report.id_frame}, "
                    f"{report.bytes_written} bytes, {report.saturated_values} saturated values")

@@ -63,18 +63,38 @@ class AttributeSettings:
     parsing_weight: float = 1.0
 
 
-@dataclass(frozen=True)
-class AttributeTrack:
-    alpha: np.ndarray  # [N, K]
-    loss: np.ndarray  # [N] final total loss per frame
-    renders: RenderCount  # low-resolution generator renders spent (Adam steps with gradients, a final check)
-
-
 @dataclass
 class _Previous:
     styles_at_indices: torch.Tensor | None = None  # s_{t-1}[V] + alpha_{t-1}, [K]
     target: torch.Tensor | None = None  # S_{t-1}
     render: torch.Tensor | None = None  # hat S_{t-1}
+
+
+@dataclass(frozen=True)
+class AttributeState:
+    """What the last frame encoded hands to the next (a clip encoded a window at a time passes it on)."""
+    previous: _Previous
+    identity_reference: torch.Tensor | None  # [1, D] the identity of hat S_1, when eq. 9's L_ID is on
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        out = {"styles_at_indices": self.previous.styles_at_indices, "target": self.previous.target,
+               "render": self.previous.render}
+        if self.identity_reference is not None:
+            out["identity_reference"] = self.identity_reference
+        return {name: value.detach() for name, value in out.items()}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], device) -> "AttributeState":
+        at = {name: value.to(device) for name, value in tensors.items()}
+        return cls(_Previous(at["styles_at_indices"], at["target"], at["render"]), at.get("identity_reference"))
+
+
+@dataclass(frozen=True)
+class AttributeTrack:
+    alpha: np.ndarray  # [N, K]
+    loss: np.ndarray  # [N] final total loss per frame
+    renders: RenderCount  # low-resolution generator renders spent (Adam steps with gradients, a final check)
+    state: AttributeState | None = None  # after the last frame (None for no frames)
 
 
 @dataclass(frozen=True)
@@ -154,18 +174,21 @@ def encode_attributes(
     settings: AttributeSettings = AttributeSettings(),
     progress: bool = True,
     networks: FaceNetworks = FaceNetworks(),
+    state: AttributeState | None = None,
 ) -> AttributeTrack:
     """pose_latents [N, n_latent, dim] (LH_t); targets [N, 3, r, r] (S_t at r = stop_at); masks: region name ->
     [1 or N, 1, r, r]; regions[k] names index k's region; eta [K] from `video_learning_rates`; networks: eq. 9's
-    whole-face terms (none by default)."""
+    whole-face terms (none by default); state: the track's state after the frame before these (None: these
+    frames start the clip)."""
     n_frames, k_count = targets.shape[0], len(style_indices)
     region_of = np.asarray(regions)
     device = targets.device
     member = {f: torch.from_numpy(region_of == f).to(device) for f in REGIONS}
     lr = torch.as_tensor(eta, dtype=torch.float32, device=device) * settings.learning_rate
     alpha_out, loss_out = np.zeros((n_frames, k_count)), np.zeros(n_frames)
-    previous = _Previous()
-    identity_reference = None
+    previous = _Previous() if state is None else state.previous
+    identity_reference = None if state is None else state.identity_reference
+    starts_clip = state is None
     renders = RenderCount()
     for t in tqdm(range(n_frames), desc="attributes", unit="frame", disable=not progress):
         frame_masks = {f: mask_rows(m, t, t + 1).to(device) for f, m in masks.items()}
@@ -184,13 +207,14 @@ def encode_attributes(
             generator, styles, style_indices, start, frozen, lr, targets[t : t + 1], previous, frame_masks, member,
             lpips_module, stop_at, settings, networks, identity_reference,
         )
-        if t == 0 and networks.identity is not None:
+        if t == 0 and starts_clip and networks.identity is not None:
             with torch.no_grad():
                 identity_reference = networks.identity.identity_embedding(render)
         renders += RenderCount(forwards=1, gradient_steps=settings.steps)
         alpha_out[t], loss_out[t] = alpha.cpu().numpy(), loss
         previous = _Previous(base + alpha, targets[t : t + 1], render)
-    return AttributeTrack(alpha_out, loss_out, renders)
+    final = AttributeState(previous, identity_reference) if n_frames else state
+    return AttributeTrack(alpha_out, loss_out, renders, final)
 
 
 def _at_indices(styles: Sequence[torch.Tensor], style_indices: Sequence[tuple[int, int]]) -> torch.Tensor:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +18,13 @@ import torch
 from tqdm.auto import tqdm
 
 from codec import zoo
-from codec.decoder.render import apply_roll
 from codec.bitstream import StvHeader, StvWriter, quantise
-from codec.bitstream.header import EXT_NOTE, EXT_POSE
-from codec.encoder.attributes import (LEARNING_RATE_STEPS, AttributeSettings, FaceNetworks, encode_attributes,
-                                      video_learning_rates)
+from codec.bitstream.header import EXT_BACKGROUND, EXT_NOTE, EXT_PLACEMENT, EXT_POSE
+from codec.encoder.attributes import (LEARNING_RATE_STEPS, AttributeSettings, AttributeState, FaceNetworks,
+                                      encode_attributes, video_learning_rates)
 from codec.encoder.cost import RenderCount, measured_stage
+from codec.encoder.frames import AlignedFrames, FrameSource, RolledFrames, default_window
+from codec.encoder.scene import SceneCollector
 from codec.encoder.head_pose import PoseSettings
 from codec.encoder.losses import make_lpips, mask_rows, resize_mask
 from codec.encoder.pipeline import EncoderModels, Part1Settings, encode_part1, inversion_targets
@@ -31,7 +33,7 @@ from codec.encoder.roll import RollSettings, estimate_roll
 from codec.encoder.pose_directions import ESTIMATORS
 from codec.encoder.sensitivity import load_channel_table
 from codec.encoder.styleflow_condition import styleflow_pose_spec
-from codec.encoder.workdir import cached_stage, stage_key
+from codec.encoder.workdir import CARRY_PREFIX, cached_stage, resumable_stage, stage_key
 from codec.errors import InputError, ModelError
 from codec.preprocess.align import align_video
 from codec.preprocess.masks import canonical_masks, region_masks
@@ -62,6 +64,10 @@ class EncodeSettings:
     aligned_roll: bool = False
     roll: RollSettings = field(default_factory=RollSettings)
     profile: str = "raw"
+    # The whole picture (format 1.2), for full frames: each face's placement ('plac') always, and the scene
+    # behind it ('bgnd') as one still picture ("still", coded at background_quality) or not at all ("none").
+    background: str = "still"
+    background_quality: int = 80
     # With the joint refinement after them, the paper's stages only give its starting point, so they run at a
     # fraction of the cost they need alone (e4e without projector steps, 15 pose and 5 attribute steps): measured
     # on a 16-frame tiny clip, 45.9 dB and offsets correlation 0.964 for 144 full-forward equivalents per frame
@@ -87,24 +93,46 @@ class EncodeReport:
 
 @dataclass
 class AlignedClip:
-    images: torch.Tensor  # [N, 3, R, R] in [-1, 1]
+    frames: AlignedFrames  # [N] aligned crops as uint8, read back a window at a time
     roll_deg: np.ndarray  # [N]
     blink: np.ndarray  # [N] bool
     masks: dict[str, torch.Tensor]  # region -> [1 or N, 1, r, r] soft masks at the encoder's resolution
+    scene: SceneCollector | None = None  # placement and background samples (full frames only)
 
 
 def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str = "cpu",
-                 work_dir: Path | None = None, progress: bool = True, note: str = "") -> EncodeReport:
+                 work_dir: Path | None = None, progress: bool = True, note: str = "",
+                 window: int | None = None) -> EncodeReport:
+    """Encode `video` into the .stv file `out`. The aligned crops are kept as uint8 in a file (in `work_dir`, else
+    a temporary dir) and the stages read at most `window` of them at a time as floats (None: as many as an
+    eighth of the free memory holds, see `codec.encoder.frames.default_window`); a window smaller than a stage's
+    batch shrinks that batch."""
+    if window is not None and window < 1:
+        raise InputError(f"the window must hold at least one frame, got {window}")
+    if work_dir is not None:
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="stv-frames-", dir=work_dir) as folder:
+        return _encode(video, out, settings, device, work_dir, progress, note, window, Path(folder))
+
+
+def _encode(video: Path, out: Path, settings: EncodeSettings, device: str, work_dir: Path | None, progress: bool,
+            note: str, window: int | None, frames_dir: Path) -> EncodeReport:
     generator = zoo.load_generator(settings.generator, device=device)
     info = probe(video)
     stop_at = settings.part1.stop_at
     start, stop = settings.frames
+    size = generator.config.size
+    window = window or default_window(3 * size * size * 4, device)
+    settings = within_window(settings, window)
+    store = AlignedFrames(frames_dir / "aligned.u8", size, device)
+    expected = max(0, (info.frame_count if stop is None else min(stop, info.frame_count)) - start)
+    scene = None if settings.aligned_input else SceneCollector(size, expected)
     with measured_stage("align"):
-        clip = _aligned_clip(video, generator.config.size, stop_at, start, stop, settings.aligned_input, progress)
-    if clip.images.shape[0] == 0:
+        clip = _aligned_clip(video, store, stop_at, start, stop, settings.aligned_input, progress, scene)
+    if len(clip.frames) == 0:
         raise InputError(f"{video}: no frames in the range {start}:{'' if stop is None else stop}")
-    clip.images = clip.images.to(device)
     clip.masks = {name: mask.to(device) for name, mask in clip.masks.items()}
+    stage_frames: FrameSource = clip.frames
     input_key = f"{zoo.sha256_of(video)}:{start}:{stop}:{settings.aligned_input}:{settings.generator}"
     if settings.pose_editor is not None:  # the cached pose (and later) stages depend on the editor
         input_key += f":pose_editor={settings.pose_editor}"
@@ -112,9 +140,9 @@ def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str =
     renders: dict[str, RenderCount] = {}
     as_read = None  # the frames as they are, when the stages see them turned upright
     if settings.aligned_input and settings.aligned_roll:
-        clip.roll_deg, renders["roll"] = estimate_roll(clip.images, generator, settings.roll)
-        as_read = clip.images
-        clip.images = apply_roll(clip.images, -torch.tensor(clip.roll_deg, dtype=torch.float32, device=device))
+        clip.roll_deg, renders["roll"] = estimate_roll(clip.frames, generator, settings.roll)
+        as_read = clip.frames
+        stage_frames = RolledFrames(clip.frames, -clip.roll_deg)
         input_key += f":roll={json.dumps(asdict(settings.roll), sort_keys=True)}"
 
     pose_spec, editor = zoo.encoder_pose_editor(settings.pose_editor, settings.generator)  # spec None: StyleFlow's,
@@ -128,7 +156,7 @@ def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str =
     arcface = _official_network("arcface_ir_se50", device)
     models = EncoderModels(generator, editor, lpips_module, _identity_network(arcface, device),
                            encoder=inverter, pose_estimator=_pose_estimator(pose_spec and pose_spec["model"]))
-    part1 = encode_part1(clip.images, models, clip.masks, settings.part1, work_dir, input_key, progress)
+    part1 = encode_part1(stage_frames, models, clip.masks, settings.part1, work_dir, input_key, progress, window)
     if part1.styleflow_condition is not None:
         pose_spec = styleflow_pose_spec(part1.styleflow_condition,
                                         zoo.DEFAULT_STYLEFLOW_EDITOR.get(settings.generator, "styleflow"))
@@ -140,29 +168,38 @@ def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str =
                                               "networks": networks_installed})
     renders.update(part1.generator_renders)
 
-    def run_attributes():
-        yaw = torch.from_numpy(part1.yaw).float().to(device)
-        pitch = torch.from_numpy(part1.pitch).float().to(device)
-        with torch.no_grad():
-            pose_latents = editor.edit(part1.id_latent.expand(len(yaw), -1, -1).to(device), yaw, pitch)
-        targets = inversion_targets(generator, part1.latents.to(device), stop_at)
-        # eq. 8 is measured on the ID latent, so under the ID frame's own region masks
-        id_masks = {k: mask_rows(m, part1.id_frame, part1.id_frame + 1) for k, m in clip.masks.items()}
-        eta = video_learning_rates(generator, part1.id_latent.to(device), table, id_masks, lpips_module, stop_at)
-        track = encode_attributes(generator, pose_latents, targets, table.indices, table.regions, clip.masks,
-                                  lpips_module, stop_at, eta, clip.blink, settings.attributes, progress,
-                                  _face_networks(arcface, device))
-        # + the targets G(L_t), + eq. 8's sensitivity renders
-        renders["attributes"] = track.renders + RenderCount(
-            forwards=len(yaw) + len(table.indices) * len(LEARNING_RATE_STEPS))
-        return {"alpha": torch.from_numpy(track.alpha)}
+    measured = {}  # once per run, when some window is computed: eq. 8's learning rates and eq. 9's networks
 
-    alpha = cached_stage(work_dir, "attributes", key, run_attributes)["alpha"].numpy()
+    def run_attributes(start: int, stop: int, carried: dict | None) -> dict:
+        if not measured:
+            measured["networks"] = _face_networks(arcface, device)
+            # eq. 8 is measured on the ID latent, so under the ID frame's own region masks
+            id_masks = {k: mask_rows(m, part1.id_frame, part1.id_frame + 1) for k, m in clip.masks.items()}
+            measured["eta"] = video_learning_rates(generator, part1.id_latent.to(device), table, id_masks,
+                                                   lpips_module, stop_at)
+            renders["attributes"] = RenderCount(forwards=len(table.indices) * len(LEARNING_RATE_STEPS))
+        yaw = torch.from_numpy(part1.yaw[start:stop]).float().to(device)
+        pitch = torch.from_numpy(part1.pitch[start:stop]).float().to(device)
+        with torch.no_grad():
+            pose_latents = editor.edit(part1.id_latent.expand(stop - start, -1, -1).to(device), yaw, pitch)
+        targets = inversion_targets(generator, part1.latents[start:stop].to(device), stop_at)
+        state = None if carried is None else AttributeState.from_tensors(
+            {name[len(CARRY_PREFIX):]: value for name, value in carried.items()}, device)
+        track = encode_attributes(generator, pose_latents, targets, table.indices, table.regions,
+                                  {k: mask_rows(m, start, stop) for k, m in clip.masks.items()}, lpips_module,
+                                  stop_at, measured["eta"], clip.blink[start:stop], settings.attributes, progress,
+                                  measured["networks"], state)
+        # + the targets G(L_t)
+        renders["attributes"] += track.renders + RenderCount(forwards=stop - start)
+        return {"alpha": torch.from_numpy(track.alpha),
+                **{CARRY_PREFIX + name: value for name, value in track.state.to_tensors().items()}}
+
+    alpha = resumable_stage(work_dir, "attributes", key, len(clip.frames), window, run_attributes)["alpha"].numpy()
     key = stage_key(key, "refine", asdict(settings.refine))
 
     def run_refinement():
         result = refine(generator, editor, part1.id_latent.to(device), part1.yaw, part1.pitch, alpha,
-                        clip.images if as_read is None else as_read, table.indices, table.channel_spread(),
+                        stage_frames if as_read is None else as_read, table.indices, table.channel_spread(),
                         settings.refine, progress, roll=None if as_read is None else clip.roll_deg)
         renders["refine"] = result.renders
         out = {"id_latent": result.id_latent, "yaw": torch.from_numpy(result.yaw),
@@ -184,6 +221,7 @@ def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str =
     extensions = [(EXT_POSE, json.dumps(pose_spec, sort_keys=True).encode())]
     if note:
         extensions.append((EXT_NOTE, note.encode()))
+    extensions += _whole_picture(clip.scene, settings)
     header = StvHeader(
         width=generator.config.size, height=generator.config.size,
         fps_num=info.fps.numerator, fps_den=info.fps.denominator,
@@ -219,20 +257,61 @@ def canonical_soft_masks(resolution: int) -> dict[str, torch.Tensor]:
     return {k: resize_mask(torch.from_numpy(v), resolution) for k, v in canonical_masks(MASK_DRAW_SIZE).items()}
 
 
-def _aligned_clip(video: Path, size: int, stop_at: int, start: int, stop: int | None, aligned_input: bool,
-                  progress: bool) -> AlignedClip:
+def within_window(settings: EncodeSettings, window: int) -> EncodeSettings:
+    """The settings with every stage's batch of frames held to `window` frames (a batch is what a stage holds
+    resident as floats; the batch sizes are part of the stages' cache keys, so a window that shrinks a batch
+    changes the key, and one that does not leaves the results and the cache as they were)."""
+    part1 = replace(settings.part1, project=replace(settings.part1.project,
+                                                    batch_frames=min(settings.part1.project.batch_frames, window)))
+    return replace(settings, part1=part1, refine=replace(settings.refine,
+                                                         batch_frames=min(settings.refine.batch_frames, window)))
+
+
+def _whole_picture(scene: SceneCollector | None, settings: EncodeSettings) -> list[tuple[bytes, bytes]]:
+    """The `plac` and (with --background still) `bgnd` extensions: where each face goes back, over what."""
+    placement = scene.placement() if scene is not None else None
+    if placement is None:
+        return []
+    extensions = [(EXT_PLACEMENT, placement)]
+    if settings.background == "still":
+        with measured_stage("background"):
+            extensions.append((EXT_BACKGROUND, scene.background(settings.background_quality)))
+    return extensions
+
+
+def _aligned_clip(video: Path, store: AlignedFrames, stop_at: int, start: int, stop: int | None,
+                  aligned_input: bool, progress: bool, scene: SceneCollector | None = None) -> AlignedClip:
+    """Frames [start, stop) of `video`, decoded and aligned one at a time into `store` (uint8), with each frame's
+    roll, blink and region masks (small: at the encoder's `stop_at` resolution); `scene` sees each source picture
+    with its crop (placement, background samples)."""
     frames = read_frames(video, start, stop)
     if aligned_input:
-        images = [_resize(frame, size) for frame in tqdm(frames, desc="read", unit="frame", disable=not progress)]
-        n = len(images)
-        return AlignedClip(_to_tensor(images), np.zeros(n), np.zeros(n, bool), canonical_soft_masks(stop_at))
-    aligned = list(tqdm(align_video(frames, output_size=size), desc="align", unit="frame", disable=not progress))
-    scale = MASK_DRAW_SIZE / size
-    per_frame = [region_masks(a.landmarks_aligned * scale, MASK_DRAW_SIZE, pupil_centres=a.pupils_aligned * scale)
-                 for a in aligned]
-    masks = {k: torch.cat([resize_mask(torch.from_numpy(m[k]), stop_at) for m in per_frame]) for k in per_frame[0]}
-    return AlignedClip(_to_tensor([a.image for a in aligned]), np.array([a.roll_deg for a in aligned]),
-                       np.array([a.blink for a in aligned]), masks)
+        for frame in tqdm(frames, desc="read", unit="frame", disable=not progress):
+            store.append(_resize(frame, store.size))
+        n = len(store.finish())
+        return AlignedClip(store, np.zeros(n), np.zeros(n, bool), canonical_soft_masks(stop_at))
+    scale = MASK_DRAW_SIZE / store.size
+    roll, blink, masks = [], [], {}
+    current: list[np.ndarray] = []  # the source picture of the frame being aligned
+
+    def remembered(source):
+        for frame in source:
+            current[:] = [frame]
+            yield frame
+
+    for a in tqdm(align_video(remembered(frames), output_size=store.size), desc="align", unit="frame",
+                  disable=not progress):
+        if scene is not None:
+            scene.add(current[0], a.crop_transform, a.roll_deg)
+        store.append(a.image)
+        roll.append(a.roll_deg)
+        blink.append(a.blink)
+        drawn = region_masks(a.landmarks_aligned * scale, MASK_DRAW_SIZE, pupil_centres=a.pupils_aligned * scale)
+        for region, mask in drawn.items():
+            masks.setdefault(region, []).append(resize_mask(torch.from_numpy(mask), stop_at))
+    store.finish()
+    return AlignedClip(store, np.array(roll), np.array(blink, dtype=bool),
+                       {region: torch.cat(per_frame) for region, per_frame in masks.items()}, scene)
 
 
 def _resize(frame: np.ndarray, size: int) -> np.ndarray:
@@ -243,12 +322,6 @@ def _resize(frame: np.ndarray, size: int) -> np.ndarray:
     if frame.shape[0] != frame.shape[1]:
         raise InputError(f"--aligned input must be square frames, got {frame.shape[1]}x{frame.shape[0]}")
     return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
-
-
-def _to_tensor(images: list[np.ndarray]) -> torch.Tensor:
-    if not images:
-        return torch.zeros(0, 3, 1, 1)
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def _official_network(name: str, device: str) -> torch.nn.Module | None:

@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from codec.encoder.cost import RenderCount
+from codec.encoder.frames import FrameSource, as_frame_source, windows
 from codec.encoder.losses import lpips_distance, masked_l2
 
 Encoder = Callable[[torch.Tensor], torch.Tensor]  # frames [B,3,R,R] in [-1,1] -> W+ [B, n_latent, dim]
@@ -47,15 +48,18 @@ class Inversion:
 
 
 def invert(
-    frames: torch.Tensor,
+    frames: FrameSource | torch.Tensor,
     generator: torch.nn.Module,
     method: Literal["e4e", "project"],
     encoder: Encoder | None = None,
     lpips_module: torch.nn.Module | None = None,
     settings: ProjectSettings = ProjectSettings(),
     progress: bool = True,
+    previous: torch.Tensor | None = None,
 ) -> Inversion:
-    """frames [N, 3, R, R] in [-1, 1] at the generator's resolution -> W+ latents."""
+    """frames [N, 3, R, R] in [-1, 1] at the generator's resolution (read `settings.batch_frames` at a time) ->
+    W+ latents. previous [1, n_latent, dim]: the solution of the frame before these (a clip inverted a window at a
+    time), where the projector starts without an encoder."""
     if method == "e4e":
         if encoder is None:
             raise ValueError("inverter 'e4e' needs an encoder")
@@ -69,31 +73,35 @@ def invert(
     if encoder is not None:
         with torch.no_grad():
             init = in_batches(encoder, frames, settings.batch_frames)
-    return project(generator, frames, lpips_module, settings, init=init, progress=progress)
+    return project(generator, frames, lpips_module, settings, init=init, progress=progress, previous=previous)
 
 
-def in_batches(fn: Callable[[torch.Tensor], torch.Tensor], frames: torch.Tensor, batch: int) -> torch.Tensor:
-    """fn over consecutive slices of `batch` rows, concatenated (bounded memory on long clips)."""
-    return torch.cat([fn(frames[i : i + batch]) for i in range(0, frames.shape[0], batch)])
+def in_batches(fn: Callable[[torch.Tensor], torch.Tensor], frames: FrameSource | torch.Tensor,
+               batch: int) -> torch.Tensor:
+    """fn over consecutive windows of `batch` rows, concatenated (bounded memory on long clips: only one window of
+    a FrameSource is ever read)."""
+    source = as_frame_source(frames)
+    return torch.cat([fn(source.window(lo, hi)) for lo, hi in windows(len(source), batch)])
 
 
 def project(
     generator: torch.nn.Module,
-    frames: torch.Tensor,
+    frames: FrameSource | torch.Tensor,
     lpips_module: torch.nn.Module,
     settings: ProjectSettings = ProjectSettings(),
     init: torch.Tensor | None = None,
     progress: bool = True,
+    previous: torch.Tensor | None = None,
 ) -> Inversion:
-    n_frames = frames.shape[0]
+    frames = as_frame_source(frames)
+    n_frames = len(frames)
     mean_latent = generator.latent_avg.detach().reshape(1, 1, -1).expand(1, generator.n_latent, -1)
     out = []
-    previous = mean_latent
+    previous = mean_latent if previous is None else previous
     bar = tqdm(total=n_frames, desc="inversion", unit="frame", disable=not progress)
-    for lo in range(0, n_frames, settings.batch_frames):
-        hi = min(lo + settings.batch_frames, n_frames)
+    for lo, hi in windows(n_frames, settings.batch_frames):
         start = init[lo:hi] if init is not None else previous.expand(hi - lo, -1, -1)
-        solved = _project_batch(generator, frames[lo:hi], lpips_module, start, settings)
+        solved = _project_batch(generator, frames.window(lo, hi), lpips_module, start, settings)
         out.append(solved)
         previous = solved[-1:]
         bar.update(hi - lo)

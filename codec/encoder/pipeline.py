@@ -16,12 +16,14 @@ import numpy as np
 import torch
 
 from codec.encoder.cost import RenderCount
+from codec.encoder.frames import FrameRange, FrameSource, as_frame_source, checkpoint_window, windows
 from codec.encoder.head_pose import PoseSettings, encode_head_pose
 from codec.encoder.id_select import select_id_frame
 from codec.encoder.invert import Encoder, ProjectSettings, in_batches, invert
 from codec.encoder.pose_directions import PoseEstimator
 from codec.encoder.styleflow_condition import ConditionSettings, estimate_condition
-from codec.encoder.workdir import cached_stage, stage_key
+from codec.encoder.losses import mask_rows
+from codec.encoder.workdir import CARRY_PREFIX, cached_stage, resumable_stage, stage_key
 from codec.models.pose import PoseEditor
 from codec.models.styleflow import PITCH_INDEX, YAW_INDEX, StyleFlowPoseEditor
 
@@ -67,40 +69,44 @@ def inversion_targets(generator: torch.nn.Module, latents: torch.Tensor, stop_at
 
 
 def encode_part1(
-    frames: torch.Tensor,
+    frames: FrameSource | torch.Tensor,
     models: EncoderModels,
     masks: dict[str, torch.Tensor],
     settings: Part1Settings = Part1Settings(),
     work_dir: Path | None = None,
     input_key: str = "",
     progress: bool = True,
+    window: int | None = None,
 ) -> Part1Result:
-    """frames [N, 3, R, R] in [-1, 1] at the generator's resolution; masks: 'face' and 'face_rigid' at
-    `settings.stop_at` ([1 or N, 1, r, r]). `input_key` names the frames (e.g. the video's digest and range) for
-    the work-dir cache."""
+    """frames [N, 3, R, R] in [-1, 1] at the generator's resolution, read a window of
+    `settings.project.batch_frames` at a time; masks: 'face' and 'face_rigid' at `settings.stop_at`
+    ([1 or N, 1, r, r]). `input_key` names the frames (e.g. the video's digest and range) for the work-dir cache.
+    Inversion and head pose keep their results in the work dir a `window` of frames at a time (in whole batches;
+    None: the whole clip at once), so that an interrupted run resumes at the window it was in."""
+    frames = as_frame_source(frames)
+    window = window or max(len(frames), 1)
     generator = models.generator
     renders: dict[str, RenderCount] = {}
 
     key = stage_key(input_key, "invert", {"inverter": settings.inverter, "project": asdict(settings.project)})
 
-    def run_inversion():
-        inversion = invert(frames, generator, settings.inverter, models.encoder, models.lpips, settings.project,
-                           progress=progress)
-        renders["invert"] = inversion.renders
-        return {"latents": inversion.w_plus}
+    def run_inversion(start: int, stop: int, carried: dict | None) -> dict:
+        inversion = invert(FrameRange(frames, start, stop), generator, settings.inverter, models.encoder,
+                           models.lpips, settings.project, progress=progress,
+                           previous=None if carried is None else carried[CARRY_PREFIX + "latent"])
+        renders["invert"] = renders.get("invert", RenderCount()) + inversion.renders
+        return {"latents": inversion.w_plus, CARRY_PREFIX + "latent": inversion.w_plus[-1:].clone()}
 
-    latents = cached_stage(work_dir, "invert", key, run_inversion)["latents"]
+    latents = resumable_stage(work_dir, "invert", key, len(frames),
+                              checkpoint_window(window, settings.project.batch_frames), run_inversion)["latents"]
 
     key = stage_key(key, "id_select", {"frontal_weight": settings.frontal_weight,
                                        "estimator": models.pose_estimator is not None})
 
     def run_selection():
-        with torch.no_grad():
-            reconstructions = inversion_targets(generator, latents)
-            similarity = models.identity.identity_similarity(frames, reconstructions).float().cpu()
-            pose = models.pose_estimator(frames).cpu() if models.pose_estimator is not None else None
+        similarity, pose = _identity_and_pose(frames, latents, models, settings.project.batch_frames)
         renders["id_select"] = RenderCount(forwards=len(latents))
-        choice = select_id_frame(similarity.numpy(), *(pose.T.numpy() if pose is not None else (None, None)),
+        choice = select_id_frame(similarity, *(pose.T if pose is not None else (None, None)),
                                  frontal_weight=settings.frontal_weight)
         return {"id_frame": torch.tensor([choice.frame]), "scores": torch.from_numpy(choice.scores)}
 
@@ -126,15 +132,35 @@ def encode_part1(
     pose_key = {"pose": asdict(settings.pose), "stop_at": settings.stop_at}
     key = stage_key(key, "pose", pose_key if condition is None else {**pose_key, "condition": condition.tolist()})
 
-    def run_pose():
-        targets = inversion_targets(generator, latents, settings.stop_at)
-        track = encode_head_pose(generator, models.editor, id_latent, targets, masks["face_rigid"], masks["face"],
-                                 models.lpips, settings.stop_at, initial_pose, settings=settings.pose,
-                                 progress=progress)
-        renders["pose"] = track.renders + RenderCount(forwards=len(latents))  # the targets G(L_t)
-        return {"yaw": torch.from_numpy(track.yaw), "pitch": torch.from_numpy(track.pitch)}
+    def run_pose(start: int, stop: int, carried: dict | None) -> dict:
+        targets = inversion_targets(generator, latents[start:stop], settings.stop_at)
+        first = initial_pose if carried is None else tuple(carried[CARRY_PREFIX + "pose"].tolist())
+        track = encode_head_pose(generator, models.editor, id_latent, targets,
+                                 mask_rows(masks["face_rigid"], start, stop), mask_rows(masks["face"], start, stop),
+                                 models.lpips, settings.stop_at, first, settings=settings.pose, progress=progress)
+        # + the targets G(L_t)
+        renders["pose"] = renders.get("pose", RenderCount()) + track.renders + RenderCount(forwards=stop - start)
+        return {"yaw": torch.from_numpy(track.yaw), "pitch": torch.from_numpy(track.pitch),
+                CARRY_PREFIX + "pose": torch.tensor([track.yaw[-1], track.pitch[-1]])}
 
-    pose = cached_stage(work_dir, "pose", key, run_pose)
+    pose = resumable_stage(work_dir, "pose", key, len(latents), checkpoint_window(window, settings.pose.batch_frames),
+                           run_pose)
     return Part1Result(latents, id_frame, id_latent, selection["scores"].numpy(), pose["yaw"].numpy(),
                        pose["pitch"].numpy(), key, renders, condition)
 
+
+
+def _identity_and_pose(frames: FrameSource, latents: torch.Tensor, models: EncoderModels,
+                       window: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """ID selection's inputs, a window of frames and their full-resolution reconstructions G(L_t) at a time:
+    each frame's identity similarity to its reconstruction [N], and its estimated (yaw, pitch) [N, 2] (None
+    without an estimator)."""
+    similarity, pose = [], []
+    with torch.no_grad():
+        for lo, hi in windows(len(frames), window):
+            images = frames.window(lo, hi)
+            reconstructions = models.generator(latents[lo:hi].to(images.device))
+            similarity.append(models.identity.identity_similarity(images, reconstructions).float().cpu())
+            if models.pose_estimator is not None:
+                pose.append(models.pose_estimator(images).cpu())
+    return torch.cat(similarity).numpy(), torch.cat(pose).numpy() if pose else None

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from codec.decoder.render import apply_roll, render
 from codec.encoder.cost import RenderCount
+from codec.encoder.frames import FrameSource, as_frame_source, windows
 from codec.models.pose import PoseEditor
 
 
@@ -82,13 +83,27 @@ class Refinement:
 
 
 class _Problem:
-    """The renderer as a function of (L_ID, per-frame parameters), against the targets at one resolution."""
+    """The renderer as a function of (L_ID, per-frame parameters), against the targets at one resolution. The
+    targets are the frames area-resized to that resolution, read a batch at a time (a long clip's frames are never
+    all resident), except the few that the L_ID pass fits on, which it reads on every evaluation."""
 
-    def __init__(self, generator, editor, style_indices, spread, targets, stop_at, batch_frames, fit_roll):
+    def __init__(self, generator, editor, style_indices, spread, frames: FrameSource, size: int, batch_frames,
+                 fit_roll, latent_rows: torch.Tensor):
         self.generator, self.editor, self.style_indices = generator, editor, style_indices
         self.fit_roll = fit_roll
-        self.spread, self.targets, self.stop_at, self.batch = spread, targets, stop_at, batch_frames
+        self.frames, self.size = frames, size
+        self.spread, self.batch = spread, batch_frames
+        self.stop_at = None if size == generator.config.size else size
         self.renders = RenderCount()
+        self.latent_rows = latent_rows
+        self.latent_targets = torch.cat([self.targets(int(t), int(t) + 1) for t in latent_rows])
+
+    def targets(self, start: int, stop: int) -> torch.Tensor:
+        """Frames [start, stop) at the comparison's resolution."""
+        frames = self.frames.window(start, stop)
+        if frames.shape[-1] == self.size:
+            return frames
+        return F.interpolate(frames, size=(self.size, self.size), mode="area")
 
     def render(self, latent: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """params [B, 2 + K (+ 1)]: yaw, pitch, alpha in units of each index's spread (, roll in degrees)."""
@@ -107,9 +122,8 @@ class _Problem:
         """[N] mean squared error of each frame."""
         with torch.no_grad():
             return torch.cat([
-                (self.render(latent, params[lo : lo + self.batch]) - self.targets[lo : lo + self.batch])
-                .pow(2).flatten(1).mean(1)
-                for lo in range(0, len(params), self.batch)
+                (self.render(latent, params[lo:hi]) - self.targets(lo, hi)).pow(2).flatten(1).mean(1)
+                for lo, hi in windows(len(params), self.batch)
             ])
 
 
@@ -120,7 +134,7 @@ def refine(
     yaw: np.ndarray,
     pitch: np.ndarray,
     alpha: np.ndarray,
-    frames: torch.Tensor,
+    frames: FrameSource | torch.Tensor,
     style_indices: Sequence[tuple[int, int]],
     channel_spread: np.ndarray,
     settings: RefineSettings = RefineSettings(),
@@ -128,15 +142,19 @@ def refine(
     roll: np.ndarray | None = None,
 ) -> Refinement:
     """id_latent [n_latent, dim]; yaw, pitch [N]; alpha [N, K]; frames [N, 3, R, R] in [-1, 1] (area-resized to
-    the comparison's resolution); channel_spread [K] (each index's typical spread, the unit of its step).
+    the comparison's resolution, read `settings.batch_frames` at a time); channel_spread [K] (each index's typical
+    spread, the unit of its step).
     roll [N] degrees: fit each frame's roll too, starting there; `frames` are then the frames as they are, rolled
     (the renders are rolled as the decoder rolls them), not the upright crops."""
-    device = frames.device
+    frames = as_frame_source(frames)
+    device = next(generator.parameters()).device
     size = min(settings.resolution or generator.config.size, generator.config.size)
-    targets = frames if frames.shape[-1] == size else F.interpolate(frames, size=(size, size), mode="area")
     spread = torch.as_tensor(channel_spread, dtype=torch.float32, device=device)
-    problem = _Problem(generator, editor, style_indices, spread, targets,
-                       None if size == generator.config.size else size, settings.batch_frames, roll is not None)
+    n_frames = len(frames)
+    latent_rows = np.unique(np.linspace(0, n_frames - 1, min(settings.latent_frames, n_frames)).round())
+    latent_rows = torch.as_tensor(latent_rows.astype(np.int64), device=device)
+    problem = _Problem(generator, editor, style_indices, spread, frames, size, settings.batch_frames,
+                       roll is not None, latent_rows)
     start = id_latent.detach().float().to(device)
     latent = start.clone()
     params = torch.cat([torch.as_tensor(np.stack([yaw, pitch], 1), dtype=torch.float32, device=device),
@@ -146,16 +164,14 @@ def refine(
     errors = problem.frame_errors(latent, params)
     history = [float(errors.mean())]
     passes = settings.rounds + int(settings.final_frame_pass and settings.rounds > 0)
-    solvers = None
-    latent_rows = np.unique(np.linspace(0, len(params) - 1, min(settings.latent_frames, len(params))).round())
-    latent_rows = torch.as_tensor(latent_rows.astype(np.int64), device=device)
+    jacobians = _Jacobians(problem, settings)
     for round_no in tqdm(range(passes), desc="refine", unit="round", disable=not progress):
-        if solvers is None or settings.fresh_jacobians:
-            solvers = _jacobians(problem, latent, params, settings)
-        params, errors = _frame_pass(problem, latent, params, errors, solvers, settings)
+        if settings.fresh_jacobians:
+            jacobians.forget()
+        params, errors = _frame_pass(problem, latent, params, errors, jacobians, settings)
         history.append(float(errors.mean()))
         if round_no < settings.rounds:
-            moved = _latent_pass(problem, latent, params, latent_rows, start, settings)
+            moved = _latent_pass(problem, latent, params, start, settings)
             moved_errors = problem.frame_errors(moved, params)
             # fitted on a few frames: kept only if the whole clip agrees
             if float(moved_errors.mean()) <= float(errors.mean()):
@@ -168,37 +184,56 @@ def refine(
                       params[:, -1].numpy() if roll is not None else None, np.array(history), problem.renders)
 
 
-def _jacobians(problem: _Problem, latent, params, settings: RefineSettings):
+class _Jacobians:
     """Per group of `jacobian_stride` frames: (J [pixels, count], Cholesky factor of the damped J^T J), measured by
-    forward differences at the group's first frame, all perturbations of a frame rendered in one batch."""
-    count = params.shape[1]
-    eye = torch.eye(count, device=params.device)
-    solvers = []
-    with torch.no_grad():
-        for t in range(0, len(params), settings.jacobian_stride):
-            rendered = problem.render(latent, torch.cat([params[t : t + 1], params[t] + settings.difference_step * eye]))
+    forward differences at the group's first frame, all perturbations of a frame rendered in one batch.
+
+    A group's pair is measured when a frame pass first reaches the group, before that pass has moved the group's
+    first frame: the same point as measuring every group at the start of the pass. With fresh Jacobians only the
+    groups of the batch at hand are kept (config-f's J at 256² is 27 MB: all of a long clip's would grow with the
+    clip); `fresh_jacobians=False` reuses every pass's first measurement, so it keeps them all."""
+
+    def __init__(self, problem: _Problem, settings: RefineSettings):
+        self.problem, self.settings = problem, settings
+        self.groups: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def forget(self) -> None:
+        self.groups = {}
+
+    def solver(self, frame: int, latent, params) -> tuple[torch.Tensor, torch.Tensor]:
+        group = frame // self.settings.jacobian_stride
+        if group not in self.groups:
+            if self.settings.fresh_jacobians:
+                self.forget()
+            self.groups[group] = self._measure(latent, params, group * self.settings.jacobian_stride)
+        return self.groups[group]
+
+    def _measure(self, latent, params, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        step = self.settings.difference_step
+        eye = torch.eye(params.shape[1], device=params.device)
+        with torch.no_grad():
+            rendered = self.problem.render(latent, torch.cat([params[t : t + 1], params[t] + step * eye]))
             rendered = rendered.flatten(1)
-            jacobian = ((rendered[1:] - rendered[:1]) / settings.difference_step).T
+            jacobian = ((rendered[1:] - rendered[:1]) / step).T
             normal = jacobian.T @ jacobian
-            damped = normal + settings.damping * torch.diag(normal.diagonal()) + 1e-9 * eye
-            solvers.append((jacobian, torch.linalg.cholesky(damped)))
-    return solvers
+            damped = normal + self.settings.damping * torch.diag(normal.diagonal()) + 1e-9 * eye
+            return jacobian, torch.linalg.cholesky(damped)
 
 
-def _frame_pass(problem: _Problem, latent, params, errors, solvers, settings: RefineSettings):
+def _frame_pass(problem: _Problem, latent, params, errors, jacobians: _Jacobians, settings: RefineSettings):
     """Levenberg-Marquardt chord steps on each frame's parameters, L_ID held (frames are independent given it),
     a batch of frames at a time. A frame keeps a step only if it lowers its own error."""
     params, errors = params.clone(), errors.clone()
     with torch.no_grad():
-        for lo in range(0, len(params), problem.batch):
-            rows = torch.arange(lo, min(lo + problem.batch, len(params)), device=params.device)
-            targets = problem.targets[rows].flatten(1)
+        for lo, hi in windows(len(params), problem.batch):
+            rows = torch.arange(lo, hi, device=params.device)
+            targets = problem.targets(lo, hi).flatten(1)
             current = problem.render(latent, params[rows]).flatten(1)
+            solvers = [jacobians.solver(t, latent, params) for t in range(lo, hi)]
             for _ in range(settings.chord_iterations):
                 steps = torch.stack([
                     torch.cholesky_solve((jacobian.T @ (targets[i] - current[i]))[:, None], factor)[:, 0]
-                    for i, (jacobian, factor) in enumerate(solvers[int(t) // settings.jacobian_stride]
-                                                           for t in rows)
+                    for i, (jacobian, factor) in enumerate(solvers)
                 ])
                 largest = steps.abs().amax(1, keepdim=True)
                 steps = steps * (settings.max_step / largest.clamp_min(settings.max_step))
@@ -218,12 +253,12 @@ def _frame_pass(problem: _Problem, latent, params, errors, solvers, settings: Re
     return params, errors
 
 
-def _latent_pass(problem: _Problem, latent, params, rows, start, settings: RefineSettings) -> torch.Tensor:
-    """L-BFGS on L_ID over the frames `rows`, their parameters held."""
+def _latent_pass(problem: _Problem, latent, params, start, settings: RefineSettings) -> torch.Tensor:
+    """L-BFGS on L_ID over the frames `problem.latent_rows`, their parameters held."""
     latent = latent.clone().requires_grad_(True)
     optimiser = torch.optim.LBFGS([latent], lr=1.0, max_iter=settings.latent_evaluations, history_size=20,
                                   line_search_fn="strong_wolfe")
-    params, targets, n_frames = params[rows], problem.targets[rows], len(rows)
+    params, targets, n_frames = params[problem.latent_rows], problem.latent_targets, len(problem.latent_rows)
 
     def closure():
         optimiser.zero_grad(set_to_none=True)

@@ -22,6 +22,7 @@ import torch
 
 from codec.decoder.render import apply_roll
 from codec.encoder.cost import RenderCount
+from codec.encoder.frames import FrameSource, as_frame_source, windows
 
 
 @dataclass(frozen=True)
@@ -47,32 +48,44 @@ def _peak(angles: np.ndarray, scores: np.ndarray) -> float:
     return float(np.clip(-b / (2 * a), angles[lo], angles[hi - 1]))
 
 
-def relative_roll(frames: torch.Tensor, reference: torch.Tensor, settings: RollSettings = RollSettings()) -> np.ndarray:
+def relative_roll(frames: FrameSource | torch.Tensor, reference: torch.Tensor,
+                  settings: RollSettings = RollSettings()) -> np.ndarray:
     """frames [N, 3, R, R], reference [3, R, R] -> [N] degrees that each frame is rolled by against the reference."""
+    return _rolls_against(frames, [reference], settings)[0]
+
+
+def _rolls_against(frames: FrameSource | torch.Tensor, references: list[torch.Tensor],
+                   settings: RollSettings) -> list[np.ndarray]:
+    """relative_roll against each reference, each frame read once (one frame resident at a time)."""
+    source = as_frame_source(frames)
     angles = np.arange(-settings.search_deg, settings.search_deg + 1e-9, settings.step_deg)
-    turns = torch.tensor(angles, dtype=torch.float32, device=frames.device)
-    disc = _disc(frames.shape[-1], frames.device)
+    device = references[0].device
+    turns = torch.tensor(angles, dtype=torch.float32, device=device)
+    disc = _disc(references[0].shape[-1], device)
 
     def centred(x: torch.Tensor) -> torch.Tensor:
         x = x.mean(-3)  # luminance-like: one channel
         x = (x - (x * disc).sum((-1, -2), keepdim=True) / disc.sum()) * disc
         return x.flatten(-2) / x.flatten(-2).norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
-    target = centred(reference)
-    out = np.zeros(len(frames))
+    targets = [centred(reference) for reference in references]
+    out = [np.zeros(len(source)) for _ in references]
     with torch.no_grad():
-        for t, frame in enumerate(frames):
-            turned = apply_roll(frame.expand(len(angles), -1, -1, -1), -turns)
-            out[t] = _peak(angles, (centred(turned) @ target).cpu().numpy())
+        for t, _ in windows(len(source), 1):
+            frame = source.window(t, t + 1)[0]
+            turned = centred(apply_roll(frame.expand(len(angles), -1, -1, -1), -turns))
+            for found, target in zip(out, targets):
+                found[t] = _peak(angles, (turned @ target).cpu().numpy())
     return out
 
 
-def estimate_roll(frames: torch.Tensor, generator: torch.nn.Module,
+def estimate_roll(frames: FrameSource | torch.Tensor, generator: torch.nn.Module,
                   settings: RollSettings = RollSettings()) -> tuple[np.ndarray, RenderCount]:
-    """frames [N, 3, R, R] in [-1, 1] at the generator's resolution -> (roll [N] degrees in the stream's
-    convention: `apply_roll(upright, roll)` gives the frame; the full-resolution renders spent)."""
-    relative = relative_roll(frames, frames[len(frames) // 2], settings)
+    """frames [N, 3, R, R] in [-1, 1] at the generator's resolution, read one at a time -> (roll [N] degrees in
+    the stream's convention: `apply_roll(upright, roll)` gives the frame; the full-resolution renders spent)."""
+    source = as_frame_source(frames)
+    middle = source.window(len(source) // 2, len(source) // 2 + 1)[0]
     with torch.no_grad():
         template = generator(generator.latent_avg.reshape(1, 1, -1).expand(1, generator.n_latent, -1))[0]
-    against_template = relative_roll(frames, template.to(frames), settings)
+    relative, against_template = _rolls_against(source, [middle, template.to(middle)], settings)
     return relative + float(np.median(against_template - relative)), RenderCount(forwards=1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -17,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from codec.encoder.cost import measured_stage
+from codec.encoder.frames import windows
 
 Tensors = dict[str, torch.Tensor]
 
@@ -33,14 +35,63 @@ def cached_stage(work_dir: Path | None, stage: str, key: str, compute: Callable[
         with measured_stage(stage):
             return compute()
     file = Path(work_dir) / f"{stage}.safetensors"
-    if file.is_file():
-        with safe_open(str(file), framework="pt") as f:
-            if (f.metadata() or {}).get("key") == key:
-                return {name: f.get_tensor(name) for name in f.keys()}
+    stored = _read_keyed(file, key)
+    if stored is not None:
+        return stored
     with measured_stage(stage):
         result = compute()
+    _write_keyed(file, key, result)
+    return result
+
+
+def _read_keyed(file: Path, key: str) -> Tensors | None:
+    """The tensors stored in `file` under `key`; None when there is no such file or it has another key."""
+    if not file.is_file():
+        return None
+    with safe_open(str(file), framework="pt") as f:
+        if (f.metadata() or {}).get("key") != key:
+            return None
+        # copied into fresh (aligned) memory: a tensor read from the file starts wherever its bytes lie in it, and
+        # the CPU's matrix kernels may round differently on unaligned data, so a resumed run would drift from an
+        # uninterrupted one in the last bits
+        return {name: f.get_tensor(name).clone() for name in f.keys()}
+
+
+def _write_keyed(file: Path, key: str, tensors: Tensors) -> None:
     file.parent.mkdir(parents=True, exist_ok=True)
     tmp = file.with_name(file.name + ".part")
-    save_file({k: v.detach().cpu().contiguous() for k, v in result.items()}, str(tmp), metadata={"key": key})
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata={"key": key})
     os.replace(tmp, file)  # a stage interrupted half-way leaves no file that looks complete
+
+
+# Names of a window file's tensors that are the state carried into the next window, not per-frame output.
+CARRY_PREFIX = "carry."
+
+
+def resumable_stage(work_dir: Path | None, stage: str, key: str, count: int, window: int,
+                    run_window: Callable[[int, int, Tensors | None], Tensors]) -> Tensors:
+    """A stage over `count` frames computed `window` frames at a time, each window's output kept in the work dir as
+    it completes, so that an interrupted run resumes at the first window it had not finished (a long clip's stage
+    is hours of work on one machine). run_window(start, stop, carried) -> tensors: per-frame outputs [stop - start,
+    ...], and under names starting with CARRY_PREFIX the state the next window starts from (`carried`: the last
+    window's, None for the first). The result, each per-frame output concatenated over the windows, is the stage's
+    file as `cached_stage` keeps it; the window files go once it is written."""
+    folder = None if work_dir is None else Path(work_dir) / f"{stage}.windows"
+
+    def compute() -> Tensors:
+        parts, carried = [], None
+        for start, stop in windows(count, window):
+            file = None if folder is None else folder / f"{start:08d}-{stop:08d}.safetensors"
+            part = _read_keyed(file, key) if file is not None else None
+            if part is None:
+                part = run_window(start, stop, carried)
+                if file is not None:
+                    _write_keyed(file, key, part)
+            carried = {name: value for name, value in part.items() if name.startswith(CARRY_PREFIX)}
+            parts.append({name: value for name, value in part.items() if not name.startswith(CARRY_PREFIX)})
+        return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
+
+    result = cached_stage(work_dir, stage, key, compute)
+    if folder is not None and folder.is_dir():
+        shutil.rmtree(folder)
     return result
