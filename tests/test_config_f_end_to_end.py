@@ -116,7 +116,9 @@ def test_config_f_full_size_encode_validate_decode(full_size_home, tmp_path, mon
         "stvenc", ["--model", "stylegan2-ffhq-config-f", *CHEAPEST, "-q", "-v", str(clip), str(stream)], home,
         tmp_path)
     info, _, _, _ = run_script("stvinfo", ["--validate", "--json", str(stream)], home, tmp_path)
-    _, _, decode_s, decode_mb = run_script("stvdec", ["-q", "--png", str(png), str(stream)], home, tmp_path)
+    # --crop: the generator's own 1024² pictures (a stream of full frames decodes to the source's size otherwise)
+    _, _, decode_s, decode_mb = run_script("stvdec", ["-q", "--crop", "--png", str(png), str(stream)], home,
+                                           tmp_path)
 
     header = StvReader(stream).header
     converted = zoo.location("stylegan2-ffhq-config-f").name
@@ -159,7 +161,7 @@ def test_config_f_full_size_with_the_published_linear_pair(full_size_home, tmp_p
     assert header.pose_editor == {"editor": "linear", "model": "ffhq-pose-interfacegan"}
     run_script("stvinfo", ["--validate", str(stream)], home, tmp_path)
     png = tmp_path / "png"
-    run_script("stvdec", ["-q", "--png", str(png), "--frames", "0", str(stream)], home, tmp_path)
+    run_script("stvdec", ["-q", "--crop", "--png", str(png), "--frames", "0", str(stream)], home, tmp_path)
     decoded = decoded_frames(png)
     expected = renderer_frames(stream, home, monkeypatch)[:1]
     assert len(decoded) == 1 and np.abs(decoded[0].astype(int) - expected[0].astype(int)).max() <= 1
@@ -189,15 +191,19 @@ def test_reduced_config_f_takes_the_same_path(tmp_path, monkeypatch, caplog):
     assert result.exit_code == 0, result.output
     # -v: one line per stage that ran, with its time and peak memory
     costs = {r.stage: r.stage_cost for r in caplog.records if hasattr(r, "stage_cost")}
-    assert list(costs) == ["align", "invert", "id_select", "condition", "pose", "attributes"], list(costs)
+    assert list(costs) == ["align", "invert", "id_select", "condition", "pose", "attributes", "background"], list(costs)
     assert all(c.seconds > 0 and c.peak_rss_mb > 100 for c in costs.values())
     header = StvReader(stream).header
     assert header.generator_name == "stylegan2-ffhq-config-f" and header.id_latent.shape == (10, 32)
     assert header.generator_sha256.hex() == zoo.generator_digest("stylegan2-ffhq-config-f")
     assert header.pose_editor["editor"] == "styleflow" and len(header.pose_editor["condition"]) == 17
-    result = CliRunner().invoke(stvdec, ["-q", "--png", str(png), str(stream)])
+    result = CliRunner().invoke(stvdec, ["-q", "--crop", "--png", str(png), str(stream)])
     assert result.exit_code == 0, result.output
     decoded = decoded_frames(png)
+    whole = tmp_path / "whole"
+    result = CliRunner().invoke(stvdec, ["-q", "--png", str(whole), "--frames", "0", str(stream)])
+    placement = header.placement
+    assert result.exit_code == 0 and decoded_frames(whole)[0].shape == (placement.height, placement.width, 3)
     expected = renderer_frames(stream, home, monkeypatch)
     assert len(decoded) == FRAMES and decoded[0].shape == (64, 64, 3)
     difference = np.abs(np.stack(decoded).astype(int) - expected.astype(int))
