@@ -153,6 +153,8 @@ def main() -> None:
     parser.add_argument("--attribute-steps", type=int, default=defaults.attributes.steps)
     parser.add_argument("--refine-rounds", type=int, default=defaults.refine.rounds,
                         help="joint refinement rounds (0: the paper's stages alone)")
+    parser.add_argument("--window", type=int, default=None,
+                        help="frames each stage holds at a time (stvenc --window; default: from free memory)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     args = parser.parse_args()
 
@@ -182,7 +184,7 @@ def main() -> None:
         write_video(video, iter(pixels), Fraction(25), lossless=lossless)
         read = np.stack(list(read_frames(video, 0, None)))  # what the encoder reads
         started = time.perf_counter()
-        report = encode_video(video, stream, settings, work_dir=work, progress=False)
+        report = encode_video(video, stream, settings, work_dir=work, progress=False, window=args.window)
         seconds = time.perf_counter() - started
         reader = StvReader(stream)
         values = np.stack([reader[i] for i in range(len(reader))])
