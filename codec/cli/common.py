@@ -14,6 +14,7 @@ from typing import Callable, Iterator, NoReturn, TypeVar
 
 import click
 
+from codec import interrupts
 from codec.errors import StvError
 
 EXIT_ERROR = 2
@@ -65,7 +66,10 @@ def clean_errors(prog: str) -> Callable[[F], F]:
         @functools.wraps(fn)
         def inner(*args, **kwargs):
             try:
-                return fn(*args, **kwargs)
+                with interrupts.remembered():
+                    result = fn(*args, **kwargs)
+                    interrupts.check()  # a Ctrl-C that some __del__ swallowed still ends the command
+                return result
             except click.exceptions.ClickException:
                 raise
             except KeyboardInterrupt:
@@ -135,6 +139,7 @@ def atomic_output(path: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        interrupts.check()
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from codec import interrupts
 from codec.bitstream import StvReader
 from codec.cli.common import check_output, clean_errors, prepare_kernel
 from codec.cli.stvinfo import parse_frame_range
@@ -70,6 +71,7 @@ def png_directory(target: Path, count: int, first: int, overwrite: bool) -> Iter
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=parent))
     try:
         yield tmp
+        interrupts.check()
         target.mkdir(exist_ok=True)
         for name in sorted(os.listdir(tmp)):
             os.replace(tmp / name, target / name)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from codec import zoo
+from codec import interrupts, zoo
 from codec.bitstream import StvHeader, StvWriter, quantise
 from codec.bitstream.header import EXT_BACKGROUND, EXT_NOTE, EXT_PLACEMENT, EXT_POSE
 from codec.encoder.attributes import (LEARNING_RATE_STEPS, AttributeSettings, AttributeState, FaceNetworks,
@@ -230,6 +230,7 @@ def _encode(video: Path, out: Path, settings: EncodeSettings, device: str, work_
         id_latent=_stored_id_latent(id_latent),
         frame_count=len(records), extensions=tuple(extensions),
     )
+    interrupts.check()  # a Ctrl-C swallowed on the way (see codec.interrupts) publishes nothing
     with StvWriter(out, header, profile=settings.profile) as writer:
         writer.append(records)
     n = len(records)
