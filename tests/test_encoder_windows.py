@@ -3,6 +3,7 @@ encoder against the same encoder with one window covering the clip, on a tiny-mo
 
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 
 import numpy as np
@@ -191,3 +192,31 @@ def test_interrupted_encode_resumes_at_its_window_and_writes_the_same_stream(enc
     resumed, uninterrupted = StvReader(tmp_path / "out.stv"), runs[3][0]
     assert resumed.header.id_latent.tobytes() == uninterrupted.header.id_latent.tobytes()
     assert np.array_equal(resumed.records(0, len(resumed)), uninterrupted.records(0, len(uninterrupted)))
+
+
+def test_each_stage_shows_one_bar_over_the_clip_not_one_per_window(encoded, tmp_path, capsys):
+    """Issue 17: a clip in windows of 3 frames printed a new bar for every window of every stage (125 per stage for
+    a 1000-frame clip); each stage has one bar over all its frames."""
+    _, frames, video = encoded
+    encode_video(video, tmp_path / "out.stv", QUICK, work_dir=tmp_path / "work", progress=True, window=3)
+    printed = capsys.readouterr().err
+    n = len(frames)
+    for stage in ("inversion", "head pose", "attributes"):
+        starts = re.findall(rf"{stage}:\s+0%\|[^|]*\|\s*0/(\d+)", printed)
+        assert starts == [str(n)], (stage, starts)
+
+
+def test_a_resumed_stage_bar_counts_the_windows_read_back(tmp_path):
+    def run_window(start, stop, carried):
+        if start == 4 and not (tmp_path / "stage.windows" / "00000004-00000006.safetensors").exists() \
+                and not resumed_run:
+            raise Interrupted
+        return {"values": torch.arange(start, stop, dtype=torch.float32)}
+
+    resumed_run = False
+    with pytest.raises(Interrupted):
+        resumable_stage(tmp_path, "stage", "key", 7, 2, run_window)
+    resumed_run = True
+    counted = []
+    resumable_stage(tmp_path, "stage", "key", 7, 2, run_window, counted.append)
+    assert counted == [2, 2]  # the two windows saved by the interrupted run

@@ -28,10 +28,10 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from codec.encoder.cost import RenderCount
 from codec.encoder.losses import lpips_distance, mask_rows, masked_l2
+from codec.encoder.progress import Progress, frame_bar
 from codec.encoder.sensitivity import REGIONS, ChannelTable, index_learning_rates, perturbation_gammas
 from codec.models.stylespace import apply_offsets
 
@@ -172,7 +172,7 @@ def encode_attributes(
     eta: np.ndarray,
     blink: np.ndarray | None = None,
     settings: AttributeSettings = AttributeSettings(),
-    progress: bool = True,
+    progress: Progress = True,
     networks: FaceNetworks = FaceNetworks(),
     state: AttributeState | None = None,
 ) -> AttributeTrack:
@@ -190,7 +190,8 @@ def encode_attributes(
     identity_reference = None if state is None else state.identity_reference
     starts_clip = state is None
     renders = RenderCount()
-    for t in tqdm(range(n_frames), desc="attributes", unit="frame", disable=not progress):
+    bar = frame_bar(progress, n_frames, "attributes")
+    for t in range(n_frames):
         frame_masks = {f: mask_rows(m, t, t + 1).to(device) for f, m in masks.items()}
         with torch.no_grad():
             styles = [s.detach() for s in generator.styles(pose_latents[t : t + 1])]
@@ -213,6 +214,8 @@ def encode_attributes(
         renders += RenderCount(forwards=1, gradient_steps=settings.steps)
         alpha_out[t], loss_out[t] = alpha.cpu().numpy(), loss
         previous = _Previous(base + alpha, targets[t : t + 1], render)
+        bar.update(1)
+    bar.close()
     final = AttributeState(previous, identity_reference) if n_frames else state
     return AttributeTrack(alpha_out, loss_out, renders, final)
 

@@ -26,6 +26,7 @@ from codec.encoder.cost import RenderCount, measured_stage
 from codec.encoder.frames import AlignedFrames, FrameSource, RolledFrames, default_window
 from codec.encoder.scene import SceneCollector
 from codec.encoder.head_pose import PoseSettings
+from codec.encoder.progress import frame_bar
 from codec.encoder.losses import make_lpips, mask_rows, resize_mask
 from codec.encoder.pipeline import EncoderModels, Part1Settings, encode_part1, inversion_targets
 from codec.encoder.refine import RefineSettings, refine
@@ -187,14 +188,16 @@ def _encode(video: Path, out: Path, settings: EncodeSettings, device: str, work_
             {name[len(CARRY_PREFIX):]: value for name, value in carried.items()}, device)
         track = encode_attributes(generator, pose_latents, targets, table.indices, table.regions,
                                   {k: mask_rows(m, start, stop) for k, m in clip.masks.items()}, lpips_module,
-                                  stop_at, measured["eta"], clip.blink[start:stop], settings.attributes, progress,
+                                  stop_at, measured["eta"], clip.blink[start:stop], settings.attributes, bar,
                                   measured["networks"], state)
         # + the targets G(L_t)
         renders["attributes"] += track.renders + RenderCount(forwards=stop - start)
         return {"alpha": torch.from_numpy(track.alpha),
                 **{CARRY_PREFIX + name: value for name, value in track.state.to_tensors().items()}}
 
-    alpha = resumable_stage(work_dir, "attributes", key, len(clip.frames), window, run_attributes)["alpha"].numpy()
+    with frame_bar(progress, len(clip.frames), "attributes") as bar:
+        alpha = resumable_stage(work_dir, "attributes", key, len(clip.frames), window, run_attributes,
+                                bar.update)["alpha"].numpy()
     key = stage_key(key, "refine", asdict(settings.refine))
 
     def run_refinement():

@@ -15,10 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from codec.encoder.cost import RenderCount
 from codec.encoder.losses import lpips_distance, mask_rows, masked_l2
+from codec.encoder.progress import Progress, frame_bar
 from codec.models.pose import PoseEditor
 
 
@@ -52,7 +52,7 @@ def encode_head_pose(
     stop_at: int,
     initial_pose: tuple[float, float] = (0.0, 0.0),
     settings: PoseSettings = PoseSettings(),
-    progress: bool = True,
+    progress: Progress = True,
 ) -> PoseTrack:
     """Solve eq. 2 for every frame.
 
@@ -63,7 +63,7 @@ def encode_head_pose(
     yaw_out, pitch_out, loss_out = (np.zeros(n_frames, np.float64) for _ in range(3))
     start = torch.tensor(initial_pose, dtype=torch.float32)
     renders = RenderCount()
-    bar = tqdm(total=n_frames, desc="head pose", unit="frame", disable=not progress)
+    bar = frame_bar(progress, n_frames, "head pose")
     for lo in range(0, n_frames, settings.batch_frames):
         hi = min(lo + settings.batch_frames, n_frames)
         pose, loss = _solve_batch(

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import Callable, Literal
 
 import torch
-from tqdm.auto import tqdm
 
 from codec.encoder.cost import RenderCount
 from codec.encoder.frames import FrameSource, as_frame_source, windows
 from codec.encoder.losses import lpips_distance, masked_l2
+from codec.encoder.progress import Progress, frame_bar
 
 Encoder = Callable[[torch.Tensor], torch.Tensor]  # frames [B,3,R,R] in [-1,1] -> W+ [B, n_latent, dim]
 
@@ -54,7 +54,7 @@ def invert(
     encoder: Encoder | None = None,
     lpips_module: torch.nn.Module | None = None,
     settings: ProjectSettings = ProjectSettings(),
-    progress: bool = True,
+    progress: Progress = True,
     previous: torch.Tensor | None = None,
 ) -> Inversion:
     """frames [N, 3, R, R] in [-1, 1] at the generator's resolution (read `settings.batch_frames` at a time) ->
@@ -90,7 +90,7 @@ def project(
     lpips_module: torch.nn.Module,
     settings: ProjectSettings = ProjectSettings(),
     init: torch.Tensor | None = None,
-    progress: bool = True,
+    progress: Progress = True,
     previous: torch.Tensor | None = None,
 ) -> Inversion:
     frames = as_frame_source(frames)
@@ -98,7 +98,7 @@ def project(
     mean_latent = generator.latent_avg.detach().reshape(1, 1, -1).expand(1, generator.n_latent, -1)
     out = []
     previous = mean_latent if previous is None else previous
-    bar = tqdm(total=n_frames, desc="inversion", unit="frame", disable=not progress)
+    bar = frame_bar(progress, n_frames, "inversion")
     for lo, hi in windows(n_frames, settings.batch_frames):
         start = init[lo:hi] if init is not None else previous.expand(hi - lo, -1, -1)
         solved = _project_batch(generator, frames.window(lo, hi), lpips_module, start, settings)

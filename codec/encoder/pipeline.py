@@ -22,6 +22,7 @@ from codec.encoder.id_select import select_id_frame
 from codec.encoder.invert import Encoder, ProjectSettings, in_batches, invert
 from codec.encoder.pose_directions import PoseEstimator
 from codec.encoder.styleflow_condition import ConditionSettings, estimate_condition
+from codec.encoder.progress import frame_bar
 from codec.encoder.losses import mask_rows
 from codec.encoder.workdir import CARRY_PREFIX, cached_stage, resumable_stage, stage_key
 from codec.models.pose import PoseEditor
@@ -92,13 +93,15 @@ def encode_part1(
 
     def run_inversion(start: int, stop: int, carried: dict | None) -> dict:
         inversion = invert(FrameRange(frames, start, stop), generator, settings.inverter, models.encoder,
-                           models.lpips, settings.project, progress=progress,
+                           models.lpips, settings.project, progress=bar,
                            previous=None if carried is None else carried[CARRY_PREFIX + "latent"])
         renders["invert"] = renders.get("invert", RenderCount()) + inversion.renders
         return {"latents": inversion.w_plus, CARRY_PREFIX + "latent": inversion.w_plus[-1:].clone()}
 
-    latents = resumable_stage(work_dir, "invert", key, len(frames),
-                              checkpoint_window(window, settings.project.batch_frames), run_inversion)["latents"]
+    with frame_bar(progress, len(frames), "inversion") as bar:
+        latents = resumable_stage(work_dir, "invert", key, len(frames),
+                                  checkpoint_window(window, settings.project.batch_frames), run_inversion,
+                                  bar.update)["latents"]
 
     key = stage_key(key, "id_select", {"frontal_weight": settings.frontal_weight,
                                        "estimator": models.pose_estimator is not None})
@@ -137,14 +140,15 @@ def encode_part1(
         first = initial_pose if carried is None else tuple(carried[CARRY_PREFIX + "pose"].tolist())
         track = encode_head_pose(generator, models.editor, id_latent, targets,
                                  mask_rows(masks["face_rigid"], start, stop), mask_rows(masks["face"], start, stop),
-                                 models.lpips, settings.stop_at, first, settings=settings.pose, progress=progress)
+                                 models.lpips, settings.stop_at, first, settings=settings.pose, progress=bar)
         # + the targets G(L_t)
         renders["pose"] = renders.get("pose", RenderCount()) + track.renders + RenderCount(forwards=stop - start)
         return {"yaw": torch.from_numpy(track.yaw), "pitch": torch.from_numpy(track.pitch),
                 CARRY_PREFIX + "pose": torch.tensor([track.yaw[-1], track.pitch[-1]])}
 
-    pose = resumable_stage(work_dir, "pose", key, len(latents), checkpoint_window(window, settings.pose.batch_frames),
-                           run_pose)
+    with frame_bar(progress, len(latents), "head pose") as bar:
+        pose = resumable_stage(work_dir, "pose", key, len(latents),
+                               checkpoint_window(window, settings.pose.batch_frames), run_pose, bar.update)
     return Part1Result(latents, id_frame, id_latent, selection["scores"].numpy(), pose["yaw"].numpy(),
                        pose["pitch"].numpy(), key, renders, condition)
 

@@ -69,13 +69,15 @@ CARRY_PREFIX = "carry."
 
 
 def resumable_stage(work_dir: Path | None, stage: str, key: str, count: int, window: int,
-                    run_window: Callable[[int, int, Tensors | None], Tensors]) -> Tensors:
+                    run_window: Callable[[int, int, Tensors | None], Tensors],
+                    resumed: Callable[[int], object] | None = None) -> Tensors:
     """A stage over `count` frames computed `window` frames at a time, each window's output kept in the work dir as
     it completes, so that an interrupted run resumes at the first window it had not finished (a long clip's stage
     is hours of work on one machine). run_window(start, stop, carried) -> tensors: per-frame outputs [stop - start,
     ...], and under names starting with CARRY_PREFIX the state the next window starts from (`carried`: the last
     window's, None for the first). The result, each per-frame output concatenated over the windows, is the stage's
-    file as `cached_stage` keeps it; the window files go once it is written."""
+    file as `cached_stage` keeps it; the window files go once it is written. `resumed(n)` is told of the n frames
+    of each window read back from the work dir (a stage's progress bar starts where the interrupted run was)."""
     folder = None if work_dir is None else Path(work_dir) / f"{stage}.windows"
 
     def compute() -> Tensors:
@@ -87,6 +89,8 @@ def resumable_stage(work_dir: Path | None, stage: str, key: str, count: int, win
                 part = run_window(start, stop, carried)
                 if file is not None:
                     _write_keyed(file, key, part)
+            elif resumed is not None:
+                resumed(stop - start)
             carried = {name: value for name, value in part.items() if name.startswith(CARRY_PREFIX)}
             parts.append({name: value for name, value in part.items() if not name.startswith(CARRY_PREFIX)})
         return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
