@@ -83,3 +83,21 @@ def test_a_file_with_a_background_reads_the_same_frames_and_reports_a_bad_one():
         reader = StvReader(encode_header(edited) + data[size:])
         assert reader.header.version == (1, 2) and np.array_equal(reader.records(), records)
         assert reader.validate() == ([] if problem is None else [problem])
+
+
+def test_a_face_sized_hole_is_filled_smoothly_and_nothing_else_changes():
+    """The fill is made on a scaled-down picture (full-size inpainting of a face-sized hole took 30 s): on a smooth
+    scene it stays close to the scene, and every pixel outside the hole is kept exactly."""
+    from codec.preprocess.background import fill_hole
+
+    rows, cols = np.mgrid[0:720, 0:1280].astype(np.float32)
+    scene = np.stack([rows / 720 * 200 + 20, cols / 1280 * 180 + 40, (rows + cols) / 2000 * 150 + 50], -1)
+    scene = scene.round().astype(np.uint8)
+    hole = np.zeros((720, 1280), bool)
+    cv2.ellipse(hole.view(np.uint8), (640, 330), (150, 200), 0, 0, 360, 1, -1)
+    damaged = scene.copy()
+    damaged[hole] = 0
+    filled = fill_hole(damaged, hole)
+    assert np.array_equal(filled[~hole], scene[~hole])
+    error = np.abs(filled[hole].astype(int) - scene[hole].astype(int))
+    assert error.mean() < 12 and np.percentile(error, 99) < 40, (error.mean(), np.percentile(error, 99))

@@ -18,6 +18,7 @@ from codec.preprocess.crop import crop_similarity
 from codec.preprocess.masks import face_blend_mask
 
 BAND_ROWS = 64  # the median runs over bands of rows: memory of K frames x 64 rows, not K whole frames
+INPAINT_HOLE_SIDE = 32  # the hole's size (square root of its area, pixels) at which it is filled in
 FACE_GROWTH = 1.25  # the face region: the blend ellipse's extent, grown so hair and shadows stay out of the still
 
 
@@ -56,6 +57,24 @@ def scene_still(frames: Sequence[np.ndarray], faces: Sequence[np.ndarray]) -> np
         still[rows] = np.clip(np.round(np.nan_to_num(median)), 0, 255).astype(np.uint8)
         never_seen[rows] = ~seen
     if never_seen.any():
-        radius = max(3, int(np.sqrt(never_seen.sum()) / 8))
-        still = cv2.inpaint(still, never_seen.astype(np.uint8), radius, cv2.INPAINT_TELEA)
+        still = fill_hole(still, never_seen)
     return still
+
+
+def fill_hole(picture: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """picture [H, W, 3] uint8 with `hole` [H, W] bool filled in from around it, smoothly.
+
+    OpenCV's inpainting costs the hole's area times its radius squared: a face-sized hole at full size took 30 s
+    (480x480 clip) and grows with the square of the area. The fill is a smooth guess that the face covers anyway,
+    so it is made on a picture scaled down until the hole is about INPAINT_HOLE_SIDE pixels across, and only the
+    hole's pixels take the scaled-up result."""
+    side = float(np.sqrt(hole.sum()))
+    scale = min(1.0, INPAINT_HOLE_SIDE / max(side, 1.0))
+    height, width = hole.shape
+    small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = cv2.resize(picture, small_size, interpolation=cv2.INTER_AREA)
+    small_hole = cv2.resize(hole.astype(np.uint8), small_size, interpolation=cv2.INTER_AREA)
+    small_hole = cv2.dilate((small_hole > 0).astype(np.uint8), np.ones((3, 3), np.uint8))  # no hole pixel left out
+    filled = cv2.inpaint(small, small_hole, 3, cv2.INPAINT_TELEA)
+    filled = cv2.resize(filled, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.where(hole[..., None], filled, picture)
