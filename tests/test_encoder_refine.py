@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from codec import zoo
 from codec.decoder.render import render
 from codec.encoder.encode import canonical_soft_masks
+from codec.encoder.frames import as_frame_source
 from codec.encoder.losses import make_lpips, psnr
 from codec.encoder.head_pose import PoseSettings
 from codec.encoder.pipeline import EncoderModels, Part1Settings, encode_part1
@@ -153,3 +154,47 @@ def test_quantisation_costs_little(stream):
     (tools/bench_encode.py); asserted < 0.05 dB, the issue's bound."""
     _, _, _, decoded, exact = stream
     assert float(exact.mean()) - float(decoded.mean()) < 0.05
+
+
+def test_render_batches_are_sized_by_free_memory():
+    from codec.encoder.refine import renders_that_fit
+
+    megabyte = 1 << 20
+    assert renders_that_fit(100 * megabyte, 80_000 * megabyte, least=8, most=35) == 35  # a whole Jacobian
+    assert renders_that_fit(100 * megabyte, 3_000 * megabyte, least=8, most=35) == 15  # half the free memory
+    assert renders_that_fit(100 * megabyte, 100 * megabyte, least=8, most=35) == 8  # never below the frame batch
+
+
+def test_the_cpu_keeps_its_render_batch():
+    from codec.encoder.refine import _Problem, size_render_batch
+
+    generator, editor, table = tiny_models()
+    frames = as_frame_source(torch.zeros(2, 3, 64, 64))
+    problem = _Problem(generator, editor, table.indices, torch.ones(len(table.indices)), frames, 64, 8, False,
+                       torch.tensor([0]))
+    params = torch.zeros(2, 2 + len(table.indices))
+    assert size_render_batch(problem, torch.from_numpy(np.zeros((1, 1))), params, 8) == 8
+    assert problem.renders.forwards == 0
+
+
+@pytest.mark.cuda
+def test_on_a_gpu_a_jacobian_is_one_batch_and_the_refinement_still_improves(loop):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from codec.encoder.refine import _Problem, size_render_batch
+
+    device = torch.device("cuda")
+    truth, spread, _, _, _ = loop
+    cpu_generator, editor, table = tiny_models()
+    frames = render_truth(cpu_generator, editor, truth).to(device)
+    generator = zoo.load_generator("tiny", device=device)
+    k = len(table.indices)
+    problem = _Problem(generator, editor, table.indices, torch.as_tensor(spread, device=device).float(),
+                       as_frame_source(frames), generator.config.size, 8, False, torch.tensor([0], device=device))
+    params = torch.zeros(len(frames), 2 + k, device=device)
+    latent = truth.id_latent.to(device).float()
+    assert size_render_batch(problem, latent, params, 8) == k + 3  # yaw, pitch, k offsets and the point itself
+    zeros = np.zeros(len(frames))
+    result = refine(generator, editor, latent, zeros, zeros, np.zeros((len(frames), k)), frames, table.indices,
+                    spread, RefineSettings(rounds=1), progress=False)
+    assert result.loss[-1] <= result.loss[0]

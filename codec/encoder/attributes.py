@@ -183,7 +183,8 @@ def encode_attributes(
     n_frames, k_count = targets.shape[0], len(style_indices)
     region_of = np.asarray(regions)
     device = targets.device
-    member = {f: torch.from_numpy(region_of == f).to(device) for f in REGIONS}
+    # the regions that have indices (decided here, once: asking the device every step would wait for it)
+    member = {f: torch.from_numpy(region_of == f).to(device) for f in REGIONS if (region_of == f).any()}
     lr = torch.as_tensor(eta, dtype=torch.float32, device=device) * settings.learning_rate
     alpha_out, loss_out = np.zeros((n_frames, k_count)), np.zeros(n_frames)
     previous = _Previous() if state is None else state.previous
@@ -199,7 +200,7 @@ def encode_attributes(
         start = (torch.zeros(k_count, device=device) if previous.styles_at_indices is None
                  else previous.styles_at_indices - base)
         frozen = torch.zeros(k_count, dtype=torch.bool, device=device)
-        if blink is not None and bool(blink[t]):
+        if blink is not None and bool(blink[t]) and GAZE_REGION in member:
             frozen |= member[GAZE_REGION]
         if identity_reference is None and networks.identity is not None:  # hat S_1 is not rendered yet: S_1
             with torch.no_grad():
@@ -252,7 +253,7 @@ def _gradient(losses: dict[str, torch.Tensor], alpha: torch.Tensor, member: dict
         (g,) = torch.autograd.grad(sum(losses.values()), alpha)
         return g[0]
     grad = torch.zeros(alpha.shape[1], dtype=alpha.dtype, device=alpha.device)
-    regions = [f for f in REGIONS if bool(member[f].any())]
+    regions = [f for f in REGIONS if f in member]
     whole_face = [v for k, v in losses.items() if k not in REGIONS]
     for i, region in enumerate(regions):
         (g,) = torch.autograd.grad(losses[region], alpha, retain_graph=bool(whole_face) or i < len(regions) - 1)
@@ -271,15 +272,18 @@ def _optimise_frame(generator, styles, style_indices, start, frozen, lr, target,
     # region its own gradient.
     first, second = torch.zeros_like(start), torch.zeros_like(start)
     beta1, beta2, eps = 0.9, 0.999, 1e-8
-    best = (float("inf"), start.clone(), None)
+    # the best step so far, kept on the device: a Python comparison per step would wait for the device every step
+    best_total, best_alpha, best_render = torch.tensor(float("inf"), device=start.device), start.clone(), None
     for step in range(settings.steps + 1):
         with torch.set_grad_enabled(step < settings.steps):  # the last render only scores the last step
             render = generator.synthesize(apply_offsets(styles, style_indices, alpha), stop_at=stop_at)
             losses = region_losses(render, target, previous, masks, lpips_module, settings)
             losses.update(face_losses(render, target, identity_reference, networks, settings, target_parsed))
-        total = float(sum(v.detach() for v in losses.values()))
-        if total < best[0]:
-            best = (total, alpha.detach()[0].clone(), render.detach())
+        total = sum(v.detach() for v in losses.values()).reshape(())
+        better = total < best_total
+        best_total = torch.where(better, total, best_total)
+        best_alpha = torch.where(better, alpha.detach()[0], best_alpha)
+        best_render = render.detach() if best_render is None else torch.where(better, render.detach(), best_render)
         if step == settings.steps:
             break
         grad = _gradient(losses, alpha, member, settings.region_gradients)
@@ -289,4 +293,4 @@ def _optimise_frame(generator, styles, style_indices, start, frozen, lr, target,
         corrected = (first / (1 - beta1 ** (step + 1))) / ((second / (1 - beta2 ** (step + 1))).sqrt() + eps)
         with torch.no_grad():
             alpha[0] -= lr * corrected
-    return best[1], best[0], best[2]
+    return best_alpha, float(best_total), best_render

@@ -63,8 +63,11 @@ def invert(
     if method == "e4e":
         if encoder is None:
             raise ValueError("inverter 'e4e' needs an encoder")
+        bar = frame_bar(progress, len(as_frame_source(frames)), "inversion")
         with torch.no_grad():
-            return Inversion(in_batches(encoder, frames, settings.batch_frames), RenderCount())
+            latents = in_batches(encoder, frames, settings.batch_frames, bar.update)
+        bar.close()
+        return Inversion(latents, RenderCount())
     if method != "project":
         raise ValueError(f"unknown inverter {method!r} (expected 'e4e' or 'project')")
     if lpips_module is None:
@@ -77,11 +80,16 @@ def invert(
 
 
 def in_batches(fn: Callable[[torch.Tensor], torch.Tensor], frames: FrameSource | torch.Tensor,
-               batch: int) -> torch.Tensor:
+               batch: int, done: Callable[[int], object] | None = None) -> torch.Tensor:
     """fn over consecutive windows of `batch` rows, concatenated (bounded memory on long clips: only one window of
-    a FrameSource is ever read)."""
+    a FrameSource is ever read); `done(n)` is told of each window's n rows."""
     source = as_frame_source(frames)
-    return torch.cat([fn(source.window(lo, hi)) for lo, hi in windows(len(source), batch)])
+    out = []
+    for lo, hi in windows(len(source), batch):
+        out.append(fn(source.window(lo, hi)))
+        if done is not None:
+            done(hi - lo)
+    return torch.cat(out)
 
 
 def project(

@@ -93,6 +93,7 @@ class _Problem:
         self.fit_roll = fit_roll
         self.frames, self.size = frames, size
         self.spread, self.batch = spread, batch_frames
+        self.render_batch = batch_frames  # renders per call without gradients; see `size_render_batch`
         self.stop_at = None if size == generator.config.size else size
         self.renders = RenderCount()
         self.latent_rows = latent_rows
@@ -107,9 +108,9 @@ class _Problem:
 
     def render(self, latent: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """params [B, 2 + K (+ 1)]: yaw, pitch, alpha in units of each index's spread (, roll in degrees)."""
-        if params.shape[0] > self.batch and not torch.is_grad_enabled():  # bounded memory (Jacobian batches)
-            return torch.cat([self.render(latent, params[lo : lo + self.batch])
-                              for lo in range(0, params.shape[0], self.batch)])
+        if params.shape[0] > self.render_batch and not torch.is_grad_enabled():  # bounded memory (Jacobians)
+            return torch.cat([self.render(latent, params[lo : lo + self.render_batch])
+                              for lo in range(0, params.shape[0], self.render_batch)])
         graded = torch.is_grad_enabled() and latent.requires_grad  # the L_ID pass back-propagates each render
         self.renders += RenderCount(forwards=0 if graded else params.shape[0],
                                     gradient_steps=params.shape[0] if graded else 0)
@@ -161,6 +162,7 @@ def refine(
                         torch.as_tensor(alpha, dtype=torch.float32, device=device) / spread], 1)
     if roll is not None:
         params = torch.cat([params, torch.as_tensor(roll, dtype=torch.float32, device=device)[:, None]], 1)
+    problem.render_batch = size_render_batch(problem, latent, params, settings.batch_frames)
     errors = problem.frame_errors(latent, params)
     history = [float(errors.mean())]
     passes = settings.rounds + int(settings.final_frame_pass and settings.rounds > 0)
@@ -182,6 +184,30 @@ def refine(
     return Refinement(latent.cpu(), params[:, 0].numpy(), params[:, 1].numpy(),
                       (params[:, 2 : 2 + k] * spread.cpu().double()).numpy(),
                       params[:, -1].numpy() if roll is not None else None, np.array(history), problem.renders)
+
+
+def renders_that_fit(render_bytes: int, free_bytes: int, least: int, most: int, share: float = 0.5) -> int:
+    """Renders per batch: as many as `share` of the free memory holds at `render_bytes` each, within [least, most]."""
+    return int(max(least, min(most, share * free_bytes // max(render_bytes, 1))))
+
+
+def size_render_batch(problem: _Problem, latent: torch.Tensor, params: torch.Tensor, least: int) -> int:
+    """How many renders a no-gradient call may batch. On a GPU: a Jacobian's renders (one per parameter, plus the
+    point) in one batch when free memory allows (one launch sequence instead of several), measured from one
+    render's peak memory. On the CPU batches buy little and the result stays what it was: `least`."""
+    device = params.device
+    if device.type != "cuda":
+        return least
+    counted = problem.renders  # the measurement is not the refinement's work
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    with torch.no_grad():
+        problem.render(latent, params[:1])
+    render_bytes = torch.cuda.max_memory_allocated(device) - before
+    free, _ = torch.cuda.mem_get_info(device)
+    problem.renders = counted
+    return renders_that_fit(render_bytes, free, least, most=params.shape[1] + 1)
 
 
 class _Jacobians:
