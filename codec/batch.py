@@ -11,7 +11,6 @@ clip only when its output exists, reads without damage, and matches that record.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import multiprocessing
 import os
@@ -21,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from codec.digests import sha256_of
 from codec.errors import InputError
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".y4m")
@@ -117,21 +117,13 @@ def stvenc_args(clip: Clip, options: list[str]) -> list[str]:
 
 # --- resume records -----------------------------------------------------------------------------------------------
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _record_path(clip: Clip) -> Path:
     return clip.output.parent / RECORDS / f"{clip.output.name}.json"
 
 
 def _remember(clip: Clip, options: list[str]) -> None:
-    record = {"input_sha256": _sha256(clip.input), "stvenc": stvenc_args(clip, options),
-              "output_sha256": _sha256(clip.output)}
+    record = {"input_sha256": sha256_of(clip.input), "stvenc": stvenc_args(clip, options),
+              "output_sha256": sha256_of(clip.output)}
     path = _record_path(clip)
     path.parent.mkdir(exist_ok=True)
     tmp = path.with_suffix(".part")
@@ -145,9 +137,9 @@ def already_done(clip: Clip, options: list[str]) -> bool:
 
     try:
         record = json.loads(_record_path(clip).read_text())
-        if record.get("stvenc") != stvenc_args(clip, options) or record.get("input_sha256") != _sha256(clip.input):
+        if record.get("stvenc") != stvenc_args(clip, options) or record.get("input_sha256") != sha256_of(clip.input):
             return False
-        if record.get("output_sha256") != _sha256(clip.output):
+        if record.get("output_sha256") != sha256_of(clip.output):
             return False
         return StvReader(clip.output).validate() == []
     except Exception:  # noqa: BLE001 - anything missing or unreadable means "not done"

@@ -18,13 +18,13 @@ from typing import Any, Callable
 
 import torch
 
+from codec.digests import CHUNK, file_digests, git_blob_of, sha256_of  # noqa: F401  (zoo.sha256_of etc. stay)
 from codec.errors import ModelError
 from codec.ops.extension import stv_home
 from codec.resources import data_dir
 
 WEIGHTS_DIR = data_dir("weights")
 MANIFEST = WEIGHTS_DIR / "manifest.json"
-CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -92,33 +92,6 @@ def path(name: str) -> Path:
         raise ModelError(f"model {name!r} not found at {p}; run `stv-weights fetch {name}`"
                          + (" (or `stv-weights convert`)" if entry(name).url is None else ""))
     return p
-
-
-def file_digests(file: Path, git_blob: bool = False,
-                 progress: Callable[[int], Any] | None = None) -> tuple[str, str | None]:
-    """(sha256, git blob id or None) of `file`, read once."""
-    h = hashlib.sha256()
-    blob = None
-    if git_blob:
-        blob = hashlib.sha1()
-        blob.update(b"blob %d\0" % Path(file).stat().st_size)
-    with open(file, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-            if blob is not None:
-                blob.update(block)
-            if progress:
-                progress(len(block))
-    return h.hexdigest(), (blob.hexdigest() if blob is not None else None)
-
-
-def sha256_of(file: Path, progress: Callable[[int], Any] | None = None) -> str:
-    return file_digests(file, progress=progress)[0]
-
-
-def git_blob_of(file: Path) -> str:
-    """git's blob id of `file` (what `git hash-object FILE` prints)."""
-    return file_digests(file, git_blob=True)[1]
 
 
 def check_digests(e: ModelEntry, file: Path, sha256: str, git_blob: str | None) -> None:
