@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from codec.cli.common import atomic_output, clean_errors, refuse_overwrite  # noqa: E402
 from codec.errors import InputError  # noqa: E402
-from codec.preprocess.align import AlignedFrame, align_video  # noqa: E402
+from codec.preprocess.align import AlignedFrame, align_video_with_sources  # noqa: E402
 from codec.preprocess.masks import region_masks  # noqa: E402
 from codec.preprocess.video import VideoWriter, probe, read_frames  # noqa: E402
 
@@ -93,15 +93,7 @@ def frame_record(aligned: AlignedFrame) -> dict:
 
 def _paired(path: Path, size: int, stabilise: bool, max_frames: int | None):
     """(input frame, aligned frame) pairs: the input frames are kept one at a time for drawing."""
-    holder: list[np.ndarray] = []
-
-    def remember(frames):
-        for frame in frames:
-            holder[:] = [frame]
-            yield frame
-
-    for aligned in align_video(remember(read_frames(path, stop=max_frames)), output_size=size, stabilise=stabilise):
-        yield holder[0], aligned
+    return align_video_with_sources(read_frames(path, stop=max_frames), output_size=size, stabilise=stabilise)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -36,7 +36,7 @@ from codec.encoder.sensitivity import load_channel_table
 from codec.encoder.styleflow_condition import styleflow_pose_spec
 from codec.encoder.workdir import CARRY_PREFIX, cached_stage, resumable_stage, stage_key
 from codec.errors import InputError, ModelError
-from codec.preprocess.align import align_video
+from codec.preprocess.align import align_video_with_sources
 from codec.preprocess.masks import canonical_masks, region_masks
 from codec.preprocess.video import probe, read_frames
 
@@ -296,17 +296,10 @@ def _aligned_clip(video: Path, store: AlignedFrames, stop_at: int, start: int, s
         return AlignedClip(store, np.zeros(n), np.zeros(n, bool), canonical_soft_masks(stop_at))
     scale = MASK_DRAW_SIZE / store.size
     roll, blink, masks = [], [], {}
-    current: list[np.ndarray] = []  # the source picture of the frame being aligned
-
-    def remembered(source):
-        for frame in source:
-            current[:] = [frame]
-            yield frame
-
-    for a in tqdm(align_video(remembered(frames), output_size=store.size), desc="align", unit="frame",
-                  disable=not progress):
+    for source, a in tqdm(align_video_with_sources(frames, output_size=store.size), desc="align", unit="frame",
+                          disable=not progress):
         if scene is not None:
-            scene.add(current[0], a.crop_transform, a.roll_deg)
+            scene.add(source, a.crop_transform, a.roll_deg)
         store.append(a.image)
         roll.append(a.roll_deg)
         blink.append(a.blink)

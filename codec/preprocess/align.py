@@ -120,6 +120,20 @@ def align_video(frames: Iterable[np.ndarray], output_size: int = 1024, stabilise
                              is_key or not stabilise, detected is not None, residual)
 
 
+def align_video_with_sources(frames: Iterable[np.ndarray], **options) -> Iterator[tuple[np.ndarray, AlignedFrame]]:
+    """align_video's frames, each with the source picture it came from (for placement, background samples or
+    drawing), while the source frames stream past: only the current one is held."""
+    current: list[np.ndarray] = []
+
+    def remembered(source: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        for frame in source:
+            current[:] = [frame]
+            yield frame
+
+    for aligned in align_video(remembered(frames), **options):
+        yield current[0], aligned
+
+
 def _aligned_frame(index: int, frame: np.ndarray, transform: np.ndarray, output_size: int, points: np.ndarray,
                    is_key: bool, face_detected: bool, residual: float) -> AlignedFrame:
     aligned_points = apply_transform(transform, points)
