@@ -262,18 +262,11 @@ def decode(reader: StvReader, generator: torch.nn.Module, editor: PoseEditor, st
     latent = latent.to(settings.device, settings.dtype)
     size = output_size(header, generator, settings.size)
     graphed = GraphedSynthesis(generator) if settings.cuda_graph and settings.device.type == "cuda" else None
-    paste = settings.paste
-
-    def draw(values: np.ndarray, first: int) -> np.ndarray:
-        if paste is None:
+    if settings.paste is None:
+        def draw(values: np.ndarray, first: int) -> np.ndarray:
             return render_params(generator, editor, latent, header.style_indices, values, size, graphed)
-        # upright at the generator's size; the paste turns and places it, on the device when it has one
-        upright = render_upright(generator, editor, latent, header.style_indices, values, graphed)
-        if paste.device is not None:
-            return paste.frames_on_device(first, upright, values[:, ROLL])
-        upright = to_host(upright).numpy()
-        return np.stack([paste.frame(first + k, upright[k], float(values[k, ROLL])) for k in range(len(values))])
-
+    else:
+        draw = _draw_with_paste(settings.paste, generator, editor, latent, header.style_indices, graphed)
     picture = _BatchedPictures(reader, draw, settings.batch)
     last_good: np.ndarray | None = None
     for i in range(start, stop):
@@ -285,6 +278,20 @@ def decode(reader: StvReader, generator: torch.nn.Module, editor: PoseEditor, st
             before = last_available_before(reader, i)
             last_good = picture(before) if before is not None else picture.at_rest()
         yield DecodedFrame(i, last_good, True)
+
+
+def _draw_with_paste(paste, generator, editor, latent, style_indices, graphed):
+    """draw(values, first) for a paste-back decode: each face rendered upright at the generator's size, then
+    turned, placed and blended into the source picture: on the decoder's device when the paste-back has one (a
+    GPU: the rendering never leaves it), else with OpenCV on the host."""
+    def draw(values: np.ndarray, first: int) -> np.ndarray:
+        upright = render_upright(generator, editor, latent, style_indices, values, graphed)
+        if paste.device is not None:
+            return paste.frames_on_device(first, upright, values[:, ROLL])
+        upright = to_host(upright).numpy()
+        return np.stack([paste.frame(first + k, upright[k], float(values[k, ROLL])) for k in range(len(values))])
+
+    return draw
 
 
 class _BatchedPictures:

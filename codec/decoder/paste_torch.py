@@ -100,7 +100,10 @@ def _sampling_grid(transform: np.ndarray, size: int, x0: int, x1: int, y0: int, 
 
 
 def resized(picture: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """[H, W, 3] uint8 -> [height, width, 3] uint8 for size = (width, height) (area-like: antialiased bilinear)."""
+    """[H, W, 3] uint8 -> [height, width, 3] uint8 for size = (width, height), as OpenCV's INTER_AREA: the mean
+    over each output pixel's area when shrinking, bilinear when growing."""
     image = picture.permute(2, 0, 1)[None].float()
-    image = F.interpolate(image, size=(size[1], size[0]), mode="bilinear", antialias=True, align_corners=False)
+    shrinking = size[0] <= picture.shape[1] and size[1] <= picture.shape[0]
+    image = F.interpolate(image, size=(size[1], size[0]), mode="area" if shrinking else "bilinear",
+                          **({} if shrinking else {"align_corners": False}))
     return image[0].round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
