@@ -19,7 +19,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from codec.bitstream.background import MAX_BACKGROUND_PIXELS
+from codec.bitstream.background import MAX_BACKGROUND_PIXELS, parsed_for_source, summary_of
 from codec.errors import BitstreamError
 
 IVF_HEAD = struct.Struct("<4sHH4sHHIII4x")  # signature, version, head size, fourcc, width, height, rate, scale, n
@@ -80,12 +80,9 @@ def parse_video(data: bytes) -> VideoHead:
 def background_video_problem(data: bytes, size: tuple[int, int] | None, frame_count: int | None) -> str | None:
     """What is wrong with a `bgvd` extension's data, or None. `size` (width, height) is the source picture's from
     `plac` (None: no usable `plac`); `frame_count` the stream's (None: unknown), which the video should match."""
-    try:
-        head = parse_video(data)
-    except BitstreamError as exc:
-        return str(exc)
-    if size is None:
-        return "has no usable 'plac' to give the frame it belongs to"
+    head, problem = parsed_for_source(parse_video, data, size)
+    if problem is not None:
+        return problem
     if head.width < size[0] or head.height < size[1]:
         return f"holds {head.width}x{head.height} pictures, smaller than the {size[0]}x{size[1]} source"
     if frame_count is not None and len(head) != frame_count:
@@ -94,11 +91,8 @@ def background_video_problem(data: bytes, size: tuple[int, int] | None, frame_co
 
 
 def background_video_summary(data: bytes) -> str:
-    try:
-        head = parse_video(data)
-    except BitstreamError as exc:
-        return f"malformed: {exc}"
-    return f"video av1 {head.width}x{head.height}, {len(head)} frames, {len(data)} bytes"
+    return summary_of(parse_video, data,
+                      lambda head: f"video av1 {head.width}x{head.height}, {len(head)} frames, {len(data)} bytes")
 
 
 def background_video_bytes(data: bytes) -> Iterator[bytes]:
