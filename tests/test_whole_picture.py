@@ -28,6 +28,7 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return result
 
 
+@pytest.mark.slow  # 30-280 s here (a quiet or a loaded 2-core machine): models load, the stages run
 def test_a_1280x720_clip_decodes_to_its_size_and_rate_over_its_background_video(tmp_path):
     run(sys.executable, str(ROOT / "tools" / "make_scene_clip.py"), "clip.mp4", "--frames", "4", "--fps", "30",
         cwd=tmp_path)
