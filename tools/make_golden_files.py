@@ -66,7 +66,7 @@ from codec.bitstream import N_PARAMS, QuantTable, StvHeader, StvReader, StvWrite
 from codec.bitstream.chunk import chunk_bytes, encode_chunk, encode_payload
 from codec.bitstream.compress import compress
 from codec.bitstream.background import encode_background
-from codec.bitstream.background_video import encode_background_video, ivf_file, parse_video
+from codec.bitstream.background_video import background_video_bytes, encode_background_video, ivf_file
 from codec.bitstream.header import EXT_BACKGROUND, EXT_BACKGROUND_VIDEO, EXT_PLACEMENT, encode_header
 from codec.bitstream.layout import hexdump
 from codec.bitstream.placement import Placement, encode_placement
@@ -254,7 +254,7 @@ def v13_files() -> dict[str, bytes]:
     video = encode_background_video(moving_square(12), Fraction(25), 100)
     head = tiny_header(params, 12, [*still.extensions, (EXT_BACKGROUND_VIDEO, video)])
     files = {"golden_background_video.stv": encode_header(head) + entropy(quantise(params, head.quant)[0], 0)}
-    frames = [video[offset : offset + size] for offset, size in parse_video(video).frames[:9]]
+    frames = list(background_video_bytes(video))[:9]
     frames[4] = bytes(len(frames[4]))  # zeros: not an AV1 temporal unit
     short = ivf_file(frames, 1280, 720, Fraction(25))
     head = tiny_header(params, 12, [*still.extensions, (EXT_BACKGROUND_VIDEO, short)])

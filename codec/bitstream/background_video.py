@@ -40,16 +40,16 @@ class VideoHead:
     height: int
     rate: int  # frames per second = rate / scale (the stream's own rate: information only)
     scale: int
-    frames: tuple[tuple[int, int], ...]  # (offset, size) of each frame's bytes in the data
+    count: int  # frames, all present (parse_video walked them)
 
     def __len__(self) -> int:
-        return len(self.frames)
+        return self.count
 
 
 def parse_video(data: bytes) -> VideoHead:
-    """The IVF head and where each frame's bytes lie; BitstreamError (one line, what is wrong) if malformed.
-    Walks the 12-byte frame heads only: nothing is allocated beyond one (offset, size) pair per frame, and each
-    frame takes at least 13 bytes of the data."""
+    """The IVF head, after walking every frame's 12-byte head; BitstreamError (one line, what is wrong) if
+    malformed. The walk keeps nothing per frame (format_spec.md §9: a claim of millions of frames allocates
+    nothing), so it is bounded by the data's size in time and by nothing in memory."""
     if len(data) < IVF_HEAD.size:
         raise BitstreamError(f"is {len(data)} bytes, shorter than an IVF head ({IVF_HEAD.size})")
     signature, version, head_size, fourcc, width, height, rate, scale, count = IVF_HEAD.unpack_from(data)
@@ -61,20 +61,27 @@ def parse_video(data: bytes) -> VideoHead:
         raise BitstreamError(f"holds {width}x{height} pictures, not 1 to {MAX_BACKGROUND_PIXELS} pixels")
     if count > MAX_VIDEO_FRAMES:
         raise BitstreamError(f"declares {count} frames, more than {MAX_VIDEO_FRAMES}")
-    frames, offset = [], IVF_HEAD.size
-    while offset < len(data) and len(frames) < count:
+    walked, end = 0, IVF_HEAD.size
+    for offset, size in _frames(data, count):
+        walked, end = walked + 1, offset + size
+    if walked != count or end != len(data):
+        raise BitstreamError(f"declares {count} frames, but its data holds {walked} and {len(data) - end} more bytes")
+    return VideoHead(width, height, rate, scale, count)
+
+
+def _frames(data: bytes, count: int) -> Iterator[tuple[int, int]]:
+    """(offset, size) of each frame's bytes, up to `count` frames or the end of the data; BitstreamError for a
+    frame head cut by the end, or a frame of 0 bytes or more bytes than are left."""
+    offset, index = IVF_HEAD.size, 0
+    while offset < len(data) and index < count:
         if offset + IVF_FRAME_HEAD.size > len(data):
-            raise BitstreamError(f"frame {len(frames)}'s head is cut by the end of the data")
+            raise BitstreamError(f"frame {index}'s head is cut by the end of the data")
         size, _ = IVF_FRAME_HEAD.unpack_from(data, offset)
         offset += IVF_FRAME_HEAD.size
         if size == 0 or offset + size > len(data):
-            raise BitstreamError(f"frame {len(frames)} declares {size} bytes, {len(data) - offset} are left")
-        frames.append((offset, size))
-        offset += size
-    if len(frames) != count or offset != len(data):
-        raise BitstreamError(f"declares {count} frames, but its data holds {len(frames)} and "
-                             f"{len(data) - offset} more bytes")
-    return VideoHead(width, height, rate, scale, tuple(frames))
+            raise BitstreamError(f"frame {index} declares {size} bytes, {len(data) - offset} are left")
+        yield offset, size
+        offset, index = offset + size, index + 1
 
 
 def background_video_problem(data: bytes, size: tuple[int, int] | None, frame_count: int | None) -> str | None:
@@ -96,8 +103,8 @@ def background_video_summary(data: bytes) -> str:
 
 
 def background_video_bytes(data: bytes) -> Iterator[bytes]:
-    """Each frame's coded bytes, in order."""
-    for offset, size in parse_video(data).frames:
+    """Each frame's coded bytes, in order (the data checked first: BitstreamError if malformed)."""
+    for offset, size in _frames(data, parse_video(data).count):
         yield bytes(data[offset : offset + size])
 
 
