@@ -215,3 +215,12 @@ def test_without_a_still_the_frames_a_video_lacks_repeat_its_last_good_picture(t
     last_good = BackgroundVideoDecoder(reader.header.extension(EXT_BACKGROUND_VIDEO), (1280, 720)).frame(3)
     outside = outside_faces(reader, 4)
     assert np.array_equal(frames[2][outside], last_good[outside])  # frame 4: the break; frame 3's picture
+
+
+def test_pictures_larger_than_the_head_says_are_refused_by_the_decoder_itself():
+    # the AV1 sequence header (1280x720) claims more than the IVF head (640x360): dav1d is held to the head's
+    # size (format_spec.md §9), so nothing larger is allocated, and the video ends there, concealed
+    data = bytearray(StvReader(GOOD).header.extension(EXT_BACKGROUND_VIDEO))
+    data[12:16] = struct.pack("<HH", 640, 360)
+    video = BackgroundVideoDecoder(bytes(data), (640, 360))
+    assert video.frame(0) is None and video.error.startswith("frame 0 does not decode")

@@ -80,3 +80,28 @@ def test_the_decoder_blends_on_its_device_when_paste_back_has_one(monkeypatch):
                         lambda *args, **kwargs: torch.zeros((1, 64, 64, 3), dtype=torch.uint8))
     frames = decode_module._draw_with_paste(paste, None, None, None, (), None)(np.zeros((1, 35), np.float32), 0)
     assert seen["type"] is torch.Tensor and frames.shape == (1, 360, 640, 3)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_blend_on_the_gpu_matches_opencvs():
+    face, scene = face_and_scene()
+    device = torch.device("cuda")
+    for centre, side, roll in [((320.0, 170.0), 200.0, 0.0), ((300.5, 190.25), 151.3, 12.5)]:
+        expected = paste_face(face, np.array(centre), side, roll, scene)
+        got = paste_face_torch(torch.from_numpy(face).to(device), np.array(centre), side, roll,
+                               torch.from_numpy(scene).to(device)).cpu().numpy()
+        changed, largest, mean = differences(got, expected)
+        assert changed < 0.005 and largest <= 2 and mean < 0.01, (changed, largest, mean)
+
+
+def test_bench_decode_reports_the_blends_cost():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "bench_decode.py"
+    spec = importlib.util.spec_from_file_location("bench_decode", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    cost = bench.paste_cost(64, (320, 180), torch.device("cpu"), repeats=1, frames=2)
+    assert cost["opencv_ms"] > 0 and cost["torch_ms"] > 0

@@ -20,7 +20,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from codec.bitstream.background import MAX_BACKGROUND_PIXELS, parsed_for_source, summary_of
-from codec.errors import BitstreamError
+from codec.errors import BitstreamError, StvError
 
 IVF_HEAD = struct.Struct("<4sHH4sHHIII4x")  # signature, version, head size, fourcc, width, height, rate, scale, n
 IVF_FRAME_HEAD = struct.Struct("<IQ")  # frame size, pts
@@ -150,6 +150,8 @@ class BackgroundVideoEncoder:
         if self.context is None:
             raise ValueError("no background frame to code")
         self.packets += [bytes(p) for p in self.context.encode(None)]
+        if len(self.packets) != self.count:  # the layout promises one temporal unit per frame
+            raise StvError(f"the AV1 encoder gave {len(self.packets)} coded frames for {self.count} frames")
         return ivf_file(self.packets, self.context.width, self.context.height, self.fps)
 
 
@@ -168,7 +170,11 @@ def _open_encoder(width: int, height: int, fps: fractions.Fraction, kbits: int):
     import av
 
     os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its banner and settings to stderr otherwise
-    context = av.CodecContext.create(ENCODER, "w")
+    try:
+        context = av.CodecContext.create(ENCODER, "w")
+    except (av.FFmpegError, ValueError):
+        raise StvError(f"--background video needs PyAV's {ENCODER} (AV1) encoder, which this PyAV lacks; use "
+                       "--background still") from None
     context.width, context.height, context.pix_fmt = width, height, "yuv420p"
     context.time_base = fractions.Fraction(fps.denominator, fps.numerator)
     context.framerate = fps
@@ -217,7 +223,11 @@ class BackgroundVideoDecoder:
         that gives no picture is caught at once and later frames never slide into its place)."""
         import av
 
-        context = av.CodecContext.create(DECODER, "r")
+        try:
+            context = av.CodecContext.create(DECODER, "r")
+        except (av.FFmpegError, ValueError):
+            self.error = f"cannot be decoded here: this PyAV has no {DECODER} decoder"
+            return
         # dav1d's own bound on a picture's size (the AV1 sequence header could claim more than the IVF head)
         context.options = {"max_pixels": str(self.head.width * self.head.height), "max_frame_delay": "1"}
         width, height = self.size
