@@ -149,10 +149,11 @@ class BackgroundVideoEncoder:
     def finish(self) -> bytes:
         if self.context is None:
             raise ValueError("no background frame to code")
-        self.packets += [bytes(p) for p in self.context.encode(None)]
+        context, self.context = self.context, None  # freed on return, with its threads
+        self.packets += [bytes(p) for p in context.encode(None)]
         if len(self.packets) != self.count:  # the layout promises one temporal unit per frame
             raise StvError(f"the AV1 encoder gave {len(self.packets)} coded frames for {self.count} frames")
-        return ivf_file(self.packets, self.context.width, self.context.height, self.fps)
+        return ivf_file(self.packets, context.width, context.height, self.fps)
 
 
 def coded_size(width: int, height: int) -> tuple[int, int]:
@@ -193,16 +194,24 @@ def ivf_file(packets: list[bytes], width: int, height: int, fps: fractions.Fract
 class BackgroundVideoDecoder:
     """The `bgvd` frames as [H, W, 3] uint8 RGB (W x H the source's: the coded picture's top-left), decoded in
     order as they are asked for. A frame that does not decode, or decodes to another size than the head says,
-    ends the video there: `error` says where, and every later frame is None (the caller conceals them)."""
+    ends the video there: `error` says where, and every later frame is None (the caller conceals them).
+
+    The AV1 decoder runs on the calling thread (no worker threads) and its generator holds no reference back to
+    this object, so dropping the decoder frees it at once: a decoder left for the garbage collector, with threads
+    of its own, would hang a forked child process that collects it (the threads do not exist there)."""
 
     def __init__(self, data: bytes, size: tuple[int, int]):
         self.data, self.size = data, size
         self.head = parse_video(data)
-        self.error: str | None = None
+        self._errors: list[str] = []  # what broke the video, shared with the decoding generator
         self._restart()
 
     def __len__(self) -> int:
         return len(self.head)
+
+    @property
+    def error(self) -> str | None:
+        return self._errors[0] if self._errors else None
 
     def frame(self, index: int) -> np.ndarray | None:
         """Background frame `index`, or None when the video does not reach it or broke before it."""
@@ -214,32 +223,34 @@ class BackgroundVideoDecoder:
         return self._current if self._next - 1 == index else None
 
     def _restart(self) -> None:
-        self._frames = self._decoded()
+        self._frames = _decoded_pictures(self.data, self.head, self.size, self._errors)
         self._current = next(self._frames, None)
         self._next = 1
 
-    def _decoded(self) -> Iterator[np.ndarray]:
-        """Each frame's picture, one temporal unit in, one picture out (dav1d without frame delay, so a unit
-        that gives no picture is caught at once and later frames never slide into its place)."""
-        import av
 
+def _decoded_pictures(data: bytes, head: VideoHead, size: tuple[int, int], errors: list[str]) -> Iterator[np.ndarray]:
+    """Each frame's picture, one temporal unit in, one picture out (dav1d without frame delay, so a unit that
+    gives no picture is caught at once and later frames never slide into its place); on failure, what went wrong
+    is appended to `errors` and the pictures end."""
+    import av
+
+    try:
+        context = av.CodecContext.create(DECODER, "r")
+    except (av.FFmpegError, ValueError):
+        errors.append(f"cannot be decoded here: this PyAV has no {DECODER} decoder")
+        return
+    context.thread_count = 1
+    # dav1d's own bound on a picture's size (the AV1 sequence header could claim more than the IVF head)
+    context.options = {"max_pixels": str(head.width * head.height), "max_frame_delay": "1"}
+    width, height = size
+    for index, coded in enumerate(background_video_bytes(data)):
         try:
-            context = av.CodecContext.create(DECODER, "r")
-        except (av.FFmpegError, ValueError):
-            self.error = f"cannot be decoded here: this PyAV has no {DECODER} decoder"
+            pictures = context.decode(av.Packet(coded))
+        except (av.FFmpegError, ValueError) as exc:
+            errors.append(f"frame {index} does not decode ({type(exc).__name__})")
             return
-        # dav1d's own bound on a picture's size (the AV1 sequence header could claim more than the IVF head)
-        context.options = {"max_pixels": str(self.head.width * self.head.height), "max_frame_delay": "1"}
-        width, height = self.size
-        for index, coded in enumerate(background_video_bytes(self.data)):
-            try:
-                pictures = context.decode(av.Packet(coded))
-            except (av.FFmpegError, ValueError) as exc:
-                self.error = f"frame {index} does not decode ({type(exc).__name__})"
-                return
-            if len(pictures) != 1 or (pictures[0].width, pictures[0].height) != (self.head.width, self.head.height):
-                shapes = ", ".join(f"{p.width}x{p.height}" for p in pictures) or "no picture"
-                self.error = (f"frame {index} decodes to {shapes}, not one {self.head.width}x{self.head.height} "
-                              "picture")
-                return
-            yield pictures[0].to_ndarray(format="rgb24")[:height, :width]
+        if len(pictures) != 1 or (pictures[0].width, pictures[0].height) != (head.width, head.height):
+            shapes = ", ".join(f"{p.width}x{p.height}" for p in pictures) or "no picture"
+            errors.append(f"frame {index} decodes to {shapes}, not one {head.width}x{head.height} picture")
+            return
+        yield pictures[0].to_ndarray(format="rgb24")[:height, :width]
