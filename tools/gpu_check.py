@@ -477,13 +477,13 @@ def table(report: Report) -> str:
             bound = next((r["bound_by"] for r in rows if (r["dtype"], r["batch"]) == (dtype, batch)), "")
             lines.append(f"  {dtype:>7} batch {batch:<3} {bound:>10}       " + "  ".join(f"{c:>16}" for c in cells))
     dec = s.get("stvdec", {})
-    if "fps_h264" in dec:
-        lines.append(f"stvdec {dec['size']}² batch {dec['batch']} {dec['dtype']}: {dec['fps_h264']:.1f} fps with "
-                     f"H.264, {dec['fps_no_output']:.1f} fps rendering only")
     if "paste_back" in dec:
         paste = dec["paste_back"]
         lines.append(f"paste-back into {paste['picture']}: {paste['opencv_ms']:.1f} ms/frame OpenCV on the host, "
                      f"{paste['torch_ms']:.1f} ms/frame torch on the device")
+    if "fps_h264" in dec:
+        lines.append(f"stvdec {dec['size']}² batch {dec['batch']} {dec['dtype']}: {dec['fps_h264']:.1f} fps with "
+                     f"H.264, {dec['fps_no_output']:.1f} fps rendering only")
     enc = s.get("encoder", {})
     if "seconds_per_frame" in enc:
         stages = ", ".join(f"{k} {v:.2f}" for k, v in enc["stage_seconds_per_frame"].items())
