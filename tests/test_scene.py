@@ -40,3 +40,25 @@ def test_collector_keeps_each_frames_placement_and_a_still_without_the_face():
 def test_nothing_collected_gives_no_extensions():
     collector = SceneCollector(size=64, expected_frames=0)
     assert collector.placement() is None and collector.background(80) is None
+
+
+def test_with_a_video_encoder_every_frame_goes_into_the_background_video():
+    from fractions import Fraction
+
+    from codec.bitstream.background_video import BackgroundVideoDecoder, BackgroundVideoEncoder, parse_video
+    from codec.bitstream.header import EXT_BACKGROUND_VIDEO, EXT_PLACEMENT
+    from codec.encoder.encode import EncodeSettings, _whole_picture
+
+    clip = make_clip(count=4, size=320, max_angle=10.0)
+    collector = SceneCollector(size=128, expected_frames=4, video=BackgroundVideoEncoder(Fraction(30), 200))
+    for frame, a in zip(clip.frames, align_video(iter(clip.frames), output_size=128)):
+        collector.add(frame, a.crop_transform, a.roll_deg)
+    extensions = dict(_whole_picture(collector, EncodeSettings(background="video")))
+    assert sorted(extensions) == sorted([EXT_PLACEMENT, EXT_BACKGROUND_VIDEO])  # the video alone, no still
+    data = extensions[EXT_BACKGROUND_VIDEO]
+    head = parse_video(data)
+    assert (head.width, head.height, len(head), head.rate, head.scale) == (320, 320, 4, 30, 1)
+    video = BackgroundVideoDecoder(data, (320, 320))
+    for i in range(4):  # each decoded picture is its own frame (at this rate, 1.8 kB for all four, not closely)
+        errors = [np.abs(video.frame(i).astype(float) - frame).mean() for frame in clip.frames]
+        assert np.argmin(errors) == i and errors[i] < 20.0, errors

@@ -16,6 +16,11 @@ rows go under "whole_decoder".
 stvdec's end-to-end frames/s (`stvdec_fps`: bitstream -> CUDA-graph synthesis -> pinned copy -> H.264 on the
 writer thread, stvdec's own `write_frames`), with and without the H.264 encode, so the figure shows which side
 limits it. With --json its row is under "stvdec".
+
+--paste WxH adds the paste-back's cost per frame (format 1.2: the face turned, placed and feathered into a WxH
+source picture) beside the generator's: OpenCV on the host (stvdec's CPU path) and torch on --device (stvdec's
+GPU path), each in ms per frame next to the fused synthesis' ms per frame at the largest batch timed. With --json
+its rows go under "paste_back".
 """
 
 from __future__ import annotations
@@ -186,6 +191,68 @@ def bench_whole_decoder(configs: list[str], batch: int, batches: int, repeats: i
     return rows
 
 
+# --- paste-back (issue 13): the blend's cost beside the generator's -------------------------------------------
+
+def _best_seconds_per_frame(paste_one, frames: int, repeats: int, device: torch.device) -> float:
+    """Best of `repeats` runs (after one warm-up) of pasting `frames` frames, per frame."""
+    best = math.inf
+    for round_index in range(repeats + 1):
+        synchronize(device)
+        start = time.perf_counter()
+        for k in range(frames):
+            paste_one(k)
+        synchronize(device)
+        if round_index:
+            best = min(best, (time.perf_counter() - start) / frames)
+    return best
+
+
+def paste_cost(face_size: int, picture: tuple[int, int], device: torch.device, repeats: int,
+               frames: int = 8) -> dict:
+    """ms per frame to put a face_size² rendering into a picture (width, height): OpenCV on the host, torch on
+    `device`. The face covers 40% of the picture's height and turns a little from frame to frame, as a talking
+    head's does."""
+    import numpy as np
+
+    from codec.decoder.paste import paste_face
+    from codec.decoder.paste_torch import paste_face_torch
+    from codec.preprocess.masks import face_blend_mask
+
+    width, height = picture
+    rng = np.random.default_rng(0)
+    face = rng.integers(0, 256, (face_size, face_size, 3), dtype=np.uint8)
+    background = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    mask = face_blend_mask(face_size)
+    centre, side = np.array([width / 2, height / 2]), 0.4 * height
+    host = _best_seconds_per_frame(lambda k: paste_face(face, centre + k, side, k - 4.0, background, mask),
+                                   frames, repeats, torch.device("cpu"))
+    face_t, background_t = torch.from_numpy(face).to(device), torch.from_numpy(background).to(device)
+    mask_t = torch.from_numpy(mask).to(device)
+    on_device = _best_seconds_per_frame(
+        lambda k: paste_face_torch(face_t, centre + k, side, k - 4.0, background_t, mask_t), frames, repeats, device)
+    return {"opencv_ms": 1000 * host, "torch_ms": 1000 * on_device}
+
+
+def bench_paste(configs: list[str], rows: list[dict], picture: tuple[int, int], device: torch.device,
+                repeats: int) -> list[dict]:
+    """Per generator: its synthesis' ms per frame (fused, the largest batch timed) and the paste-back's."""
+    print(f"paste-back into {picture[0]}x{picture[1]} (ms per frame; torch on {device})")
+    print(f"{'config':>7} {'batch':>5} {'generator':>9} {'opencv':>8} {'torch':>8}")
+    out = []
+    for name in configs:
+        timed = [r for r in rows if r["config"] == name]
+        if not timed:
+            continue
+        largest = max(timed, key=lambda r: r["batch"])
+        size = zoo.load_generator("tiny").size if name == "tiny" else int(name)
+        row = {"config": name, "picture": f"{picture[0]}x{picture[1]}", "batch": largest["batch"],
+               "generator_ms": 1000 / largest["fused_fps"], **paste_cost(size, picture, device, repeats)}
+        out.append(row)
+        print(f"{name:>7} {row['batch']:>5} {row['generator_ms']:9.2f} {row['opencv_ms']:8.2f} {row['torch_ms']:8.2f}",
+              flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=["tiny", "256", "1024"])
@@ -202,6 +269,8 @@ def main() -> None:
     parser.add_argument("--decoder-batch", type=int, default=4, help="frames per batch for --whole-decoder")
     parser.add_argument("--stvdec-batch", type=int, default=16, help="stvdec's batch for the end-to-end figure")
     parser.add_argument("--stvdec-frames", type=int, default=64, help="frames timed for the end-to-end figure")
+    parser.add_argument("--paste", metavar="WxH", default=None,
+                        help="also time the paste-back into a WxH picture beside the generator (e.g. 1280x720)")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -234,6 +303,10 @@ def main() -> None:
     decoder_rows = []
     if args.whole_decoder:
         decoder_rows = bench_whole_decoder(args.configs, args.decoder_batch, 2, args.repeats, args.max_batch_1024)
+    paste_rows = []
+    if args.paste:
+        width, height = (int(v) for v in args.paste.lower().split("x"))
+        paste_rows = bench_paste(args.configs, rows, (width, height), device, args.repeats)
     stvdec_row = None
     if device.type == "cuda":
         g = make_generator("1024")
@@ -251,6 +324,8 @@ def main() -> None:
             figures["whole_decoder"] = decoder_rows
         if stvdec_row:
             figures["stvdec"] = stvdec_row
+        if paste_rows:
+            figures["paste_back"] = paste_rows
         print(json.dumps(figures))
 
 

@@ -20,6 +20,12 @@ see codec/bitstream/quant.py):
 Bytes/frame count the chunks (sync, head, payload, CRC) and exclude the header (a fixed ~17.5 kB cost for an
 18x512 float16 latent, which zstd barely shrinks); both with and without the header are printed. Figures are
 ratios of two profiles on the same records, measured in one process.
+
+--background adds what the whole picture costs (format 1.2/1.3, README "The whole picture"), on the synthetic
+1280x720 scene of tools/make_scene_clip.py: the `bgnd` still (WebP at stvenc's default quality) and the `bgvd`
+video (AV1 at stvenc's default rate) of a 10 s and a 60 s clip, each amortised over the clip's frames and added
+to the entropy profile's bytes per frame (keys `background_still_bytes`, `background_video_bytes_10s`,
+`bytes_per_frame_with_background_10s`, `bytes_per_frame_with_background_video_10s`, and the same for 60 s).
 """
 
 from __future__ import annotations
@@ -143,6 +149,50 @@ def measure(clips: int, seconds: float, chunk_frames: int, alpha_step: float | N
     }
 
 
+# --- the whole picture (issue 13): the background's bytes, amortised ----------------------------------------
+
+BACKGROUND_SECONDS = (10, 60)
+BACKGROUND_SIZE = (1280, 720)
+
+
+def background_figures(entropy_bytes_per_frame: float) -> dict:
+    """The still's and the video's bytes on the synthetic scene and the bytes per frame with each, amortised
+    over 10 s and 60 s clips at 25 fps."""
+    import sys
+    from fractions import Fraction
+    from pathlib import Path
+
+    from codec.bitstream.background import encode_background
+    from codec.bitstream.background_video import DEFAULT_KBITS, encode_background_video
+    from codec.encoder.encode import EncodeSettings
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from make_scene_clip import scene_frames
+
+    quality = EncodeSettings().background_quality
+    still = len(encode_background(next(scene_frames(*BACKGROUND_SIZE, 1)), quality))
+    figures = {"background_size": "x".join(map(str, BACKGROUND_SIZE)), "background_still_quality": quality,
+               "background_video_kbits": DEFAULT_KBITS, "background_still_bytes": still}
+    for seconds in BACKGROUND_SECONDS:
+        frames = seconds * FPS
+        video = len(encode_background_video(scene_frames(*BACKGROUND_SIZE, frames), Fraction(FPS), DEFAULT_KBITS))
+        figures[f"background_video_bytes_{seconds}s"] = video
+        figures[f"bytes_per_frame_with_background_{seconds}s"] = entropy_bytes_per_frame + still / frames
+        figures[f"bytes_per_frame_with_background_video_{seconds}s"] = entropy_bytes_per_frame + video / frames
+    return figures
+
+
+def background_lines(r: dict) -> list[str]:
+    lines = [f"background ({r['background_size']}, synthetic scene): still {r['background_still_bytes']} bytes "
+             f"(WebP q{r['background_still_quality']}); video at {r['background_video_kbits']} kbit/s: "
+             + ", ".join(f"{r[f'background_video_bytes_{s}s']} bytes for {s} s" for s in BACKGROUND_SECONDS)]
+    for seconds in BACKGROUND_SECONDS:
+        still, video = (r[f"bytes_per_frame_with_background{kind}_{seconds}s"] for kind in ("", "_video"))
+        lines.append(f"with background over {seconds} s: still {still:.1f} bytes/frame ({still * FPS * 8 / 1000:.1f}"
+                     f" kbit/s), video {video:.1f} bytes/frame ({video * FPS * 8 / 1000:.1f} kbit/s)")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=3, help="number of seeded traces (seeds 0..clips-1)")
@@ -150,8 +200,12 @@ def main() -> None:
     parser.add_argument("--chunk-frames", type=int, default=250, help="frames per chunk (250 = 10 s at 25 fps)")
     parser.add_argument("--alpha-step", type=float, help="quantisation step of the alphas (default 2^-6)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    parser.add_argument("--background", action="store_true",
+                        help="add the background's bytes (still, video) amortised over 10 s and 60 s")
     args = parser.parse_args()
     r = measure(args.clips, args.seconds, args.chunk_frames, args.alpha_step)
+    if args.background:
+        r.update(background_figures(r["entropy_bytes_per_frame"]))
     print(f"{r['frames']} frames in {r['clips']} seeded clips, {r['chunk_frames']} frames per chunk, "
           f"alpha step {r['alpha_step']:g}")
     print(f"raw:     {r['raw_bytes_per_frame']:7.2f} bytes/frame "
@@ -160,6 +214,8 @@ def main() -> None:
           f"with header); per clip: " + ", ".join(f"{x:.2f}" for x in r["entropy_bytes_per_frame_per_clip"]))
     print(f"ratio entropy/raw: {r['entropy_over_raw']:.3f} (target <= {TARGET_ENTROPY_BYTES_PER_FRAME:g} B/frame "
           f"and <= 1/3 of raw: {'met' if r['target_met'] else 'NOT met'}); saturated values: {r['saturated_values']}")
+    if args.background:
+        print("\n".join(background_lines(r)))
     if args.json:
         print(json.dumps(r))
 

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import hashlib
 import json
 import multiprocessing
@@ -754,9 +755,14 @@ def run_campaign(inputs: int, seed: int = 0, jobs: int = 1, time_limit: float = 
         for task in tasks:
             finished(task, _run_batch(task))
     else:
+        # The forked workers must not finalise the parent's garbage: an object that owns threads (a video codec
+        # context a test left in a reference cycle) would wait for threads that do not exist in the child
+        gc.collect()
+        gc.freeze()
         with multiprocessing.get_context("fork").Pool(jobs, initializer=_init_worker) as pool:
             for task, part in zip(tasks, pool.imap(_run_batch, tasks)):
                 finished(task, part)
+        gc.unfreeze()
     seconds = earlier_seconds + time.perf_counter() - started
     return Campaign(inputs, seconds, counts, damaged, failures)
 

@@ -16,7 +16,8 @@ Sections, in order, each timed; a failing section is reported and the next one s
              fp32, for the fused kernel, the reference path, and each under a CUDA graph; each as a fraction of
              its floor: max(multiply-adds x 2 / matrix rate, fewest bytes / copy bandwidth) (codec.ops.layers).
 6. stvdec    stvdec's end-to-end frames/s at 1024², batch 16, fp16 (tools/bench_decode.stvdec_fps), with the
-             H.264 encode and without it.
+             H.264 encode and without it; and the paste-back's ms per frame into 1920x1080, OpenCV on the host
+             against torch on the GPU (tools/bench_decode.paste_cost).
 7. encoder   stvenc at its defaults on 2 synthetic aligned 1024² frames with random-weight stand-ins of the
              official models (tests/config_f_home.py): seconds per frame per stage and the peak GPU memory.
 The last thing printed is a short table; with $OUT set (the device tool's output folder) the figures go to
@@ -76,7 +77,8 @@ class Plan:
 
 
 GPU_PLAN = Plan(torch.device("cuda"), 1024, None, (1, 4, 16, 32), (torch.float16, torch.float32), 5, 16, 64, 2,
-                2048, 8192, ("tests/test_cuda_kernel.py", "tests/test_decoder_pipeline.py"), ())
+                2048, 8192, ("tests/test_cuda_kernel.py", "tests/test_decoder_pipeline.py",
+                                           "tests/test_paste_torch.py"), ())
 # the dry run's encoder runs the cheapest stages (its defaults take minutes a frame on a CPU even at 64²)
 DRY_PLAN = Plan(torch.device("cpu"), 32, {4: 16, 8: 16, 16: 8, 32: 8}, (1, 2), (torch.float32,), 1, 2, 4, 1,
                 16, 128, ("tests/test_cuda_kernel.py",),
@@ -344,6 +346,17 @@ def time_stvdec(plan: Plan, entry: dict) -> None:
     entry.update(size=plan.generator_size, batch=plan.stvdec_batch, dtype=dtype_name(dtype), frames=plan.stvdec_frames)
     entry["fps_h264"] = stvdec_fps(generator, plan.device, dtype, plan.stvdec_batch, plan.stvdec_frames, True)
     entry["fps_no_output"] = stvdec_fps(generator, plan.device, dtype, plan.stvdec_batch, plan.stvdec_frames, False)
+    time_paste_back(plan, entry)
+
+
+def time_paste_back(plan: Plan, entry: dict) -> None:
+    """The paste-back's cost per frame (issue 13) beside the rendering's: a generator-sized face into a 1080p
+    picture, OpenCV on the host against torch on the device (stvdec's GPU path)."""
+    from bench_decode import paste_cost
+
+    picture = (320, 180) if plan.dry else (1920, 1080)
+    entry["paste_back"] = {"picture": f"{picture[0]}x{picture[1]}",
+                           **paste_cost(plan.generator_size, picture, plan.device, plan.repeats)}
 
 
 # --- 7. encoder ------------------------------------------------------------------------------------------------
@@ -464,6 +477,10 @@ def table(report: Report) -> str:
             bound = next((r["bound_by"] for r in rows if (r["dtype"], r["batch"]) == (dtype, batch)), "")
             lines.append(f"  {dtype:>7} batch {batch:<3} {bound:>10}       " + "  ".join(f"{c:>16}" for c in cells))
     dec = s.get("stvdec", {})
+    if "paste_back" in dec:
+        paste = dec["paste_back"]
+        lines.append(f"paste-back into {paste['picture']}: {paste['opencv_ms']:.1f} ms/frame OpenCV on the host, "
+                     f"{paste['torch_ms']:.1f} ms/frame torch on the device")
     if "fps_h264" in dec:
         lines.append(f"stvdec {dec['size']}² batch {dec['batch']} {dec['dtype']}: {dec['fps_h264']:.1f} fps with "
                      f"H.264, {dec['fps_no_output']:.1f} fps rendering only")

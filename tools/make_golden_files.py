@@ -37,6 +37,13 @@ The 1.2 goldens (minor 2: a 'plac' extension, the face's placement in the source
     golden_background.stv     'plac' and a 'bgnd' still (a 1280x720 WebP gradient)
     golden_bad_background.stv a 'bgnd' whose picture is not the source's size: frames read, no background
 
+The 1.3 goldens (minor 3: a 'bgvd' extension, the scene behind the face as a low-rate AV1 video in IVF):
+
+    golden_background_video.stv      'plac', the 'bgnd' still and a 12-frame 1280x720 'bgvd' (a square moving over
+                                     the gradient)
+    golden_bad_background_video.stv  a 'bgvd' that holds 9 frames for the 12 of the stream, whose frame 4's bytes
+                                     are not AV1: --validate reports the count; a decoder conceals frames 4-11
+
 Each readable golden has NAME.json (what `stvinfo --json` prints) and, when damaged, NAME.validate.txt (what
 `stvinfo --validate` prints; it exits 1); each unreadable one has NAME.error.txt (the reader's message).
 """
@@ -49,6 +56,7 @@ import io
 import json
 import re
 import struct
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +66,8 @@ from codec.bitstream import N_PARAMS, QuantTable, StvHeader, StvReader, StvWrite
 from codec.bitstream.chunk import chunk_bytes, encode_chunk, encode_payload
 from codec.bitstream.compress import compress
 from codec.bitstream.background import encode_background
-from codec.bitstream.header import EXT_BACKGROUND, EXT_PLACEMENT, encode_header
+from codec.bitstream.background_video import background_video_bytes, encode_background_video, ivf_file
+from codec.bitstream.header import EXT_BACKGROUND, EXT_BACKGROUND_VIDEO, EXT_PLACEMENT, encode_header
 from codec.bitstream.layout import hexdump
 from codec.bitstream.placement import Placement, encode_placement
 from codec.bitstream.probe import probe
@@ -238,6 +247,33 @@ def v12_files() -> dict[str, bytes]:
     return files
 
 
+def v13_files() -> dict[str, bytes]:
+    """The background video goldens, over golden_background.stv's placement, still and tracks."""
+    still = StvReader(v12_files()["golden_background.stv"]).header
+    params = tracks(12, phase=2.5)
+    video = encode_background_video(moving_square(12), Fraction(25), 100)
+    head = tiny_header(params, 12, [*still.extensions, (EXT_BACKGROUND_VIDEO, video)])
+    files = {"golden_background_video.stv": encode_header(head) + entropy(quantise(params, head.quant)[0], 0)}
+    frames = list(background_video_bytes(video))[:9]
+    frames[4] = bytes(len(frames[4]))  # zeros: not an AV1 temporal unit
+    short = ivf_file(frames, 1280, 720, Fraction(25))
+    head = tiny_header(params, 12, [*still.extensions, (EXT_BACKGROUND_VIDEO, short)])
+    files["golden_bad_background_video.stv"] = encode_header(head) + entropy(quantise(params, head.quant)[0], 0)
+    return files
+
+
+def moving_square(n: int) -> list[np.ndarray]:
+    """n 1280x720 frames: golden_background.stv's gradient with a grey square sliding across (a moving hand)."""
+    y, x = np.mgrid[0:720, 0:1280]
+    gradient = np.stack([x * 255 // 1279, y * 255 // 719, np.full_like(x, 96)], axis=-1).astype(np.uint8)
+    frames = []
+    for t in range(n):
+        frame = gradient.copy()
+        frame[500:640, 100 + 60 * t : 240 + 60 * t] = 200
+        frames.append(frame)
+    return frames
+
+
 def write_golden(out: Path) -> dict[str, bytes]:
     files = {}
     params = tracks(3)
@@ -257,7 +293,7 @@ def write_golden(out: Path) -> dict[str, bytes]:
     (out / "golden_ext.stv").write_bytes(stream.getvalue())
     for name in ("golden_raw.stv", "golden_entropy.stv", "golden_ext.stv"):
         files[name] = (out / name).read_bytes()
-    for name, data in {**v11_files(), **v12_files()}.items():
+    for name, data in {**v11_files(), **v12_files(), **v13_files()}.items():
         (out / name).write_bytes(data)
         files[name] = data
     return files

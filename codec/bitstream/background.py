@@ -48,15 +48,32 @@ def _opened(data: bytes):
     return image
 
 
+def parsed_for_source(parse, data: bytes, size: tuple[int, int] | None):
+    """(what `parse` makes of a background extension's data, None), or (None, what is wrong): its own problem,
+    or, with `size` None (no usable `plac`), that the background has no frame to go into."""
+    try:
+        parsed = parse(data)
+    except BitstreamError as exc:
+        return None, str(exc)
+    if size is None:
+        return None, "has no usable 'plac' to give the frame it belongs to"
+    return parsed, None
+
+
+def summary_of(parse, data: bytes, describe) -> str:
+    """stvinfo's text for a background extension: describe(parsed), or 'malformed: PROBLEM'."""
+    try:
+        return describe(parse(data))
+    except BitstreamError as exc:
+        return f"malformed: {exc}"
+
+
 def background_problem(data: bytes, size: tuple[int, int] | None) -> str | None:
     """What is wrong with a `bgnd` extension's data, or None; `size` (width, height) is the source picture's
     from `plac` (None: there is no usable `plac`, so the background has no frame to go into)."""
-    try:
-        image = _opened(data)
-    except BitstreamError as exc:
-        return str(exc)
-    if size is None:
-        return "has no usable 'plac' to give the frame it belongs to"
+    image, problem = parsed_for_source(_opened, data, size)
+    if problem is not None:
+        return problem
     if image.size != tuple(size):
         return f"holds a {image.size[0]}x{image.size[1]} picture, but the source is {size[0]}x{size[1]}"
     return None
@@ -72,8 +89,5 @@ def decode_background(data: bytes) -> np.ndarray:
 
 
 def background_summary(data: bytes) -> str:
-    try:
-        image = _opened(data)
-    except BitstreamError as exc:
-        return f"malformed: {exc}"
-    return f"still {STILL_FORMATS[image.format]} {image.size[0]}x{image.size[1]}, {len(data) - 1} bytes"
+    return summary_of(_opened, data, lambda image: f"still {STILL_FORMATS[image.format]} {image.size[0]}x"
+                                                   f"{image.size[1]}, {len(data) - 1} bytes")

@@ -41,10 +41,13 @@ EXT_NOTE = b"note"  # free UTF-8 text (e.g. the encoder's command line)
 EXT_POSE = b"pose"  # UTF-8 JSON naming the pose editor (format_spec.md, "Extension fields")
 EXT_PLACEMENT = b"plac"  # 1.2: where each frame's face sits in the source picture (codec.bitstream.placement)
 EXT_BACKGROUND = b"bgnd"  # 1.2: the scene behind the face, one still picture (codec.bitstream.background)
+EXT_BACKGROUND_VIDEO = b"bgvd"  # 1.3: the scene behind the face as a low-rate video (background_video)
 KNOWN_EXTENSIONS = {EXT_NOTE: "UTF-8 note", EXT_POSE: "pose editor (JSON)",
                     EXT_PLACEMENT: "face placement in the source picture (1.2)",
-                    EXT_BACKGROUND: "background still picture (1.2)"}
+                    EXT_BACKGROUND: "background still picture (1.2)",
+                    EXT_BACKGROUND_VIDEO: "background video (1.3)"}
 PLACEMENT_MINOR_VERSION = 2  # a writer writes minor 2 when the file carries `plac` or `bgnd` (format_spec.md §14)
+BACKGROUND_VIDEO_MINOR_VERSION = 3  # and minor 3 when it carries `bgvd`
 
 
 @dataclass(frozen=True)
@@ -115,25 +118,34 @@ class StvHeader:
 def extension_problems(h: "StvHeader") -> list[str]:
     """One line per malformed known extension (the first of each tag): 'header: extension TAG PROBLEM'."""
     from codec.bitstream.background import background_problem
-    from codec.bitstream.placement import decode_placement, placement_problem
+    from codec.bitstream.background_video import background_video_problem
 
+    size = _source_size(h)
+    checks = {EXT_POSE: pose_problem, EXT_PLACEMENT: _placement_problem,
+              EXT_BACKGROUND: lambda data: background_problem(data, size),
+              EXT_BACKGROUND_VIDEO: lambda data: background_video_problem(data, size, h.frame_count)}
     problems = []
-    for tag, check in ((EXT_POSE, pose_problem), (EXT_PLACEMENT, placement_problem)):
+    for tag, check in checks.items():
         data = h.extension(tag)
         problem = check(data) if data is not None else None
         if problem:
             problems.append(f"header: extension '{tag.decode()}' {problem}")
-    background = h.extension(EXT_BACKGROUND)
-    if background is not None:
-        placement = h.extension(EXT_PLACEMENT)
-        size = None
-        if placement is not None and placement_problem(placement) is None:
-            decoded = decode_placement(placement)
-            size = (decoded.width, decoded.height)
-        problem = background_problem(background, size)
-        if problem:
-            problems.append(f"header: extension 'bgnd' {problem}")
     return problems
+
+
+def _placement_problem(data: bytes) -> str | None:
+    from codec.bitstream.placement import placement_problem
+
+    return placement_problem(data)
+
+
+def _source_size(h: "StvHeader") -> tuple[int, int] | None:
+    """The source picture's (width, height) from a well-formed `plac`, else None."""
+    try:
+        placement = h.placement
+    except BitstreamError:
+        return None
+    return None if placement is None else (placement.width, placement.height)
 
 
 def extension_text(tag: bytes, data: bytes) -> str | None:
@@ -145,6 +157,10 @@ def extension_text(tag: bytes, data: bytes) -> str | None:
         from codec.bitstream.background import background_summary
 
         return background_summary(data)
+    if tag == EXT_BACKGROUND_VIDEO:
+        from codec.bitstream.background_video import background_video_summary
+
+        return background_video_summary(data)
     if tag != EXT_PLACEMENT:
         return data.decode("utf-8", errors="replace")
     from codec.bitstream.placement import decode_placement
@@ -225,14 +241,20 @@ def encode_header(h: StvHeader, zstd_checksum: bool = False) -> bytes:
         )
     )
     size = HEADER_PREFIX_SIZE + len(body) + CRC_SIZE
-    minor = h.version[1]
-    if any(tag in (EXT_PLACEMENT, EXT_BACKGROUND) for tag, _ in h.extensions):
-        minor = max(minor, PLACEMENT_MINOR_VERSION)  # the lowest minor version that knows every part of the file
+    minor = max(h.version[1], _minor_version_needed(h.extensions))
     prefix = HeaderPrefix.build(
         dict(magic=MAGIC, major=h.version[0], minor=minor, flags=h.flags, header_size=size)
     )
     head = prefix + body
     return head + zlib.crc32(head).to_bytes(4, "little")
+
+
+def _minor_version_needed(extensions) -> int:
+    """The lowest minor version that knows every part of a file with these extensions."""
+    tags = {tag for tag, _ in extensions}
+    if EXT_BACKGROUND_VIDEO in tags:
+        return BACKGROUND_VIDEO_MINOR_VERSION
+    return PLACEMENT_MINOR_VERSION if tags & {EXT_PLACEMENT, EXT_BACKGROUND} else 0
 
 
 def header_crc(head_without_crc: bytes) -> bytes:

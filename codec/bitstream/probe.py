@@ -9,7 +9,7 @@ import numpy as np
 
 from codec.bitstream.chunk import ChunkInfo
 
-from codec.bitstream.header import KNOWN_EXTENSIONS, extension_text
+from codec.bitstream.header import EXT_BACKGROUND, EXT_BACKGROUND_VIDEO, KNOWN_EXTENSIONS, extension_text
 from codec.bitstream.quant import dequantise
 from codec.bitstream.reader import StvReader
 from codec.bitstream.schema import N_ALPHA, PARAM_NAMES, PROFILE_RAW, RECORD_SIZE
@@ -48,6 +48,7 @@ def format_info(reader: StvReader) -> dict:
         "duration": duration,
         "bit_rate": round(reader.file_size * 8 / duration) if duration > 0 else None,
         "bytes_per_frame": (reader.file_size - reader.header_size) / n if n else None,
+        **background_rate(reader, duration),
         "extensions": [
             {
                 "tag": tag.decode("latin-1"),
@@ -59,6 +60,23 @@ def format_info(reader: StvReader) -> dict:
         ],
         "damage": reader.validate(),
     }
+
+
+def background_bytes(header) -> int | None:
+    """Bytes of the scene behind the face (the first `bgnd` and `bgvd` extensions' data), None without either."""
+    parts = [header.extension(tag) for tag in (EXT_BACKGROUND, EXT_BACKGROUND_VIDEO)]
+    parts = [data for data in parts if data is not None]
+    return sum(len(data) for data in parts) if parts else None
+
+
+def background_rate(reader: StvReader, duration: float) -> dict:
+    """(1.2) `background_bytes` and `bit_rate_without_background` for a file that carries a background; {}
+    otherwise, so files without one print exactly what they did."""
+    size = background_bytes(reader.header)
+    if size is None:
+        return {}
+    rate = round((reader.file_size - size) * 8 / duration) if duration > 0 else None
+    return {"background_bytes": size, "bit_rate_without_background": rate}
 
 
 def stream_info(reader: StvReader) -> dict:

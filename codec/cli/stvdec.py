@@ -148,9 +148,10 @@ def main(source: Path, out: Path | None, png_dir: Path | None, frame_range: str 
     paste, paste_warnings = (None, []) if crop else paste_back_for(header)
     frame_size = paste.output_size if paste is not None else (header.width, header.height)
     size = parse_size(size_text, frame_size)
-    if paste is not None:  # the size is the whole picture's; the face is rendered at the generator's own
-        paste = replace(paste, size=size)
     torch_device = resolve_device(device)
+    if paste is not None:  # the size is the whole picture's; the face is rendered at the generator's own, and
+        # blended on the GPU when the decode runs there (the CPU keeps OpenCV's blend)
+        paste = replace(paste, size=size, device=torch_device if torch_device.type == "cuda" else None)
     settings = DecodeSettings(batch=batch, size=None if paste is not None else size, device=torch_device,
                               dtype=decode_dtype(torch_device), paste=paste)
     generator = load_stream_generator(header, torch_device, settings.dtype)
@@ -171,6 +172,8 @@ def main(source: Path, out: Path | None, png_dir: Path | None, frame_range: str 
         pngs = stack.enter_context(png_directory(png_dir, stop - start, start, overwrite)) if png_dir else None
         bar = stack.enter_context(tqdm(total=stop - start, unit="frame", desc=PROG, disable=quiet))
         write_frames(frames, video, pngs, lambda: bar.update(1))
+    for line in [] if quiet or paste is None else paste.scene.warnings():
+        warn(line)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from codec.bitstream.background_video import DEFAULT_KBITS
 from codec.cli.common import check_input_file, check_output, clean_errors, prepare_kernel
 from codec.encoder.encode import EncodeSettings
 
@@ -27,6 +28,31 @@ def _frame_range(text: str | None) -> tuple[int, int | None]:
     if start < 0 or (stop is not None and stop <= start):
         raise click.BadParameter(f"empty or negative frame range {text!r}")
     return start, stop
+
+
+def parse_background(text: str) -> tuple[str, int]:
+    """'still', 'none', 'video' or 'video:KBITS' -> (mode, kbit/s of the video); ValueError saying what is wrong."""
+    mode, colon, rate = text.partition(":")
+    if mode not in ("still", "video", "none") or (colon and mode != "video"):
+        raise ValueError(f"{text!r} is not still, video[:KBITS] or none")
+    if not colon:
+        return mode, DEFAULT_KBITS
+    if not rate.isdigit() or not 1 <= int(rate) <= 100_000:
+        raise ValueError(f"video rate {rate!r} is not a whole number of kbit/s from 1 to 100000")
+    return mode, int(rate)
+
+
+class BackgroundChoice(click.ParamType):
+    """--background's value, checked when parsed (kept as the text given: stv-batch records options as given)."""
+
+    name = "background"
+
+    def convert(self, value, param, ctx):
+        try:
+            parse_background(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        return value
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -70,10 +96,13 @@ def _frame_range(text: str | None) -> tuple[int, int | None]:
                    "file in --work-dir (else the temporary dir), so memory does not grow with the clip. "
                    "[default: as many as an eighth of the free memory of the device holds, at most 64; "
                    "below a stage's batch (8 frames) the results change slightly]")
-@click.option("--background", type=click.Choice(["still", "none"]), default="still", show_default=True,
+@click.option("--background", type=BackgroundChoice(), default="still", show_default=True,
+              metavar="still|video[:KBITS]|none",
               help="full frames: besides each face's place in the picture (always stored, format 1.2), store the "
                    "scene behind the faces as one still picture (WebP; the median of a few frames with the faces "
-                   "taken out), which stvdec pastes the faces over; none: black behind them")
+                   "taken out), which stvdec pastes the faces over; video: instead, the whole frames as a "
+                   f"low-rate AV1 video (format 1.3; KBITS kbit/s, default {DEFAULT_KBITS}), so the body and hands "
+                   "move; none: black behind them")
 @click.option("--background-quality", type=click.IntRange(0, 100), default=80, show_default=True,
               help="the still picture's quality (WebP, 0-100)")
 @click.option("-y", "overwrite", is_flag=True, help="overwrite OUT if it exists")
@@ -118,9 +147,11 @@ def encode(options: dict, note: str):
     probe(video)  # an unreadable video is refused before the models load and the kernel builds
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    background, background_kbits = parse_background(background)
     settings = EncodeSettings(
         generator=generator, pose_editor=pose_editor, frames=_frame_range(frame_range), aligned_input=aligned,
         aligned_roll=aligned_roll, profile=profile, background=background, background_quality=background_quality,
+        background_kbits=background_kbits,
         part1=Part1Settings(inverter=inverter, project=ProjectSettings(steps=project_steps),
                             pose=PoseSettings(steps=pose_steps)),
         attributes=AttributeSettings(steps=attribute_steps),

@@ -51,6 +51,10 @@ def summary_lines(reader: StvReader) -> list[str]:
     if n and seconds > 0:
         lines.append(f"bit rate:    {info['bit_rate'] / 1000:.3f} kb/s, {info['bytes_per_frame']:.2f} bytes/frame "
                      "(chunks, excluding the header)")
+    if "background_bytes" in info:
+        without = info["bit_rate_without_background"]
+        lines.append(f"background:  {info['background_bytes']} bytes"
+                     + (f"; bit rate without it {without / 1000:.3f} kb/s" if without is not None else ""))
     lines += [
         f"generator:   {h.generator_name}  sha256 {h.generator_sha256.hex()}",
         f"ID latent:   {h.id_latent.shape[0]}x{h.id_latent.shape[1]} float16",

@@ -146,12 +146,17 @@ def check_compatible(generator: torch.nn.Module, id_latent: np.ndarray | torch.T
 
 def to_uint8(images: torch.Tensor, size: tuple[int, int] | None = None) -> np.ndarray:
     """[B, 3, R, R] in [-1, 1] -> [B, H, W, 3] uint8 (resized first to size = (width, height) if given)."""
+    return to_host(quantised(images, size)).numpy()  # from a GPU: a pinned copy, 1 byte a value
+
+
+def quantised(images: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """[B, 3, R, R] in [-1, 1] -> [B, H, W, 3] uint8 on the same device (resized first to size if given)."""
     images = images.float()
     if size is not None and (size[1], size[0]) != tuple(images.shape[-2:]):
         images = F.interpolate(images, size=(size[1], size[0]), mode="bilinear", antialias=True,
                                align_corners=False)
     pixels = ((images + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    return to_host(pixels.permute(0, 2, 3, 1).contiguous()).numpy()  # from a GPU: a pinned copy, 1 byte a value
+    return pixels.permute(0, 2, 3, 1).contiguous()
 
 
 @torch.no_grad()
@@ -160,10 +165,24 @@ def render_params(generator: torch.nn.Module, editor: PoseEditor, id_latent: tor
                   size: tuple[int, int] | None = None,
                   synthesize: Callable[[list[torch.Tensor]], torch.Tensor] | None = None) -> np.ndarray:
     """Dequantised parameters (n, 35) -> n frames [n, H, W, 3] uint8: render, restore roll, resize, quantise."""
+    return to_uint8(_rendered(generator, editor, id_latent, style_indices, values, synthesize), size)
+
+
+@torch.no_grad()
+def render_upright(generator: torch.nn.Module, editor: PoseEditor, id_latent: torch.Tensor,
+                   style_indices: Sequence[tuple[int, int]], values: np.ndarray,
+                   synthesize: Callable[[list[torch.Tensor]], torch.Tensor] | None = None) -> torch.Tensor:
+    """Dequantised parameters (n, 35) -> n upright faces [n, S, S, 3] uint8, left on the generator's device (the
+    paste-back turns them by their roll as it places them)."""
+    upright = np.concatenate([values[:, :ROLL], np.zeros_like(values[:, ROLL:])], axis=1)  # roll 0: untouched
+    return quantised(_rendered(generator, editor, id_latent, style_indices, upright, synthesize))
+
+
+def _rendered(generator, editor, id_latent, style_indices, values, synthesize) -> torch.Tensor:
     params = torch.as_tensor(np.asarray(values, np.float32), device=id_latent.device).to(id_latent.dtype)
     images = render(generator, editor, id_latent, style_indices, params[:, :N_ALPHA], params[:, YAW],
                     params[:, PITCH], synthesize=synthesize)
-    return to_uint8(apply_roll(images, params[:, ROLL]), size)
+    return apply_roll(images, params[:, ROLL])
 
 
 def output_size(header: StvHeader, generator: torch.nn.Module, size: tuple[int, int] | None) -> tuple[int, int] | None:
@@ -243,17 +262,11 @@ def decode(reader: StvReader, generator: torch.nn.Module, editor: PoseEditor, st
     latent = latent.to(settings.device, settings.dtype)
     size = output_size(header, generator, settings.size)
     graphed = GraphedSynthesis(generator) if settings.cuda_graph and settings.device.type == "cuda" else None
-    paste = settings.paste
-
-    def draw(values: np.ndarray, first: int) -> np.ndarray:
-        if paste is None:
+    if settings.paste is None:
+        def draw(values: np.ndarray, first: int) -> np.ndarray:
             return render_params(generator, editor, latent, header.style_indices, values, size, graphed)
-        # upright at the generator's size (roll 0 leaves the rendering untouched); the paste turns and places it
-        upright = render_params(generator, editor, latent, header.style_indices,
-                                np.concatenate([values[:, :ROLL], np.zeros_like(values[:, ROLL:])], axis=1),
-                                None, graphed)
-        return np.stack([paste.frame(first + k, upright[k], float(values[k, ROLL])) for k in range(len(values))])
-
+    else:
+        draw = _draw_with_paste(settings.paste, generator, editor, latent, header.style_indices, graphed)
     picture = _BatchedPictures(reader, draw, settings.batch)
     last_good: np.ndarray | None = None
     for i in range(start, stop):
@@ -265,6 +278,20 @@ def decode(reader: StvReader, generator: torch.nn.Module, editor: PoseEditor, st
             before = last_available_before(reader, i)
             last_good = picture(before) if before is not None else picture.at_rest()
         yield DecodedFrame(i, last_good, True)
+
+
+def _draw_with_paste(paste, generator, editor, latent, style_indices, graphed):
+    """draw(values, first) for a paste-back decode: each face rendered upright at the generator's size, then
+    turned, placed and blended into the source picture: on the decoder's device when the paste-back has one (a
+    GPU: the rendering never leaves it), else with OpenCV on the host."""
+    def draw(values: np.ndarray, first: int) -> np.ndarray:
+        upright = render_upright(generator, editor, latent, style_indices, values, graphed)
+        if paste.device is not None:
+            return paste.frames_on_device(first, upright, values[:, ROLL])
+        upright = to_host(upright).numpy()
+        return np.stack([paste.frame(first + k, upright[k], float(values[k, ROLL])) for k in range(len(values))])
+
+    return draw
 
 
 class _BatchedPictures:

@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 
 from codec import interrupts, zoo
 from codec.bitstream import StvHeader, StvWriter, quantise
-from codec.bitstream.header import EXT_BACKGROUND, EXT_NOTE, EXT_PLACEMENT, EXT_POSE
+from codec.bitstream.background_video import DEFAULT_KBITS, BackgroundVideoEncoder
+from codec.bitstream.header import EXT_BACKGROUND, EXT_BACKGROUND_VIDEO, EXT_NOTE, EXT_PLACEMENT, EXT_POSE
 from codec.encoder.attributes import (LEARNING_RATE_STEPS, AttributeSettings, AttributeState, FaceNetworks,
                                       encode_attributes, video_learning_rates)
 from codec.encoder.cost import RenderCount, measured_stage
@@ -66,9 +67,12 @@ class EncodeSettings:
     roll: RollSettings = field(default_factory=RollSettings)
     profile: str = "raw"
     # The whole picture (format 1.2), for full frames: each face's placement ('plac') always, and the scene
-    # behind it ('bgnd') as one still picture ("still", coded at background_quality) or not at all ("none").
+    # behind it ('bgnd') as one still picture ("still", coded at background_quality) or not at all ("none"),
+    # or the whole frames as a low-rate AV1 video ("video": 'bgvd', format 1.3, at background_kbits; no still
+    # beside it: only a fallback, it would add 64% to a 10 s video's bytes, README "The whole picture").
     background: str = "still"
     background_quality: int = 80
+    background_kbits: int = DEFAULT_KBITS
     # With the joint refinement after them, the paper's stages only give its starting point, so they run at a
     # fraction of the cost they need alone (e4e without projector steps, 15 pose and 5 attribute steps): measured
     # on a 16-frame tiny clip, 45.9 dB and offsets correlation 0.964 for 144 full-forward equivalents per frame
@@ -127,7 +131,7 @@ def _encode(video: Path, out: Path, settings: EncodeSettings, device: str, work_
     settings = within_window(settings, window)
     store = AlignedFrames(frames_dir / "aligned.u8", size, device)
     expected = max(0, (info.frame_count if stop is None else min(stop, info.frame_count)) - start)
-    scene = None if settings.aligned_input else SceneCollector(size, expected)
+    scene = None if settings.aligned_input else SceneCollector(size, expected, video=_video_encoder(settings, info.fps))
     with measured_stage("align"):
         clip = _aligned_clip(video, store, stop_at, start, stop, settings.aligned_input, progress, scene)
     if len(clip.frames) == 0:
@@ -272,7 +276,8 @@ def within_window(settings: EncodeSettings, window: int) -> EncodeSettings:
 
 
 def _whole_picture(scene: SceneCollector | None, settings: EncodeSettings) -> list[tuple[bytes, bytes]]:
-    """The `plac` and (with --background still) `bgnd` extensions: where each face goes back, over what."""
+    """The `plac` and (--background still) `bgnd` or (video) `bgvd` extensions: where each face goes back, over
+    what."""
     placement = scene.placement() if scene is not None else None
     if placement is None:
         return []
@@ -280,7 +285,17 @@ def _whole_picture(scene: SceneCollector | None, settings: EncodeSettings) -> li
     if settings.background == "still":
         with measured_stage("background"):
             extensions.append((EXT_BACKGROUND, scene.background(settings.background_quality)))
+    elif settings.background == "video":
+        with measured_stage("background"):
+            extensions.append((EXT_BACKGROUND_VIDEO, scene.background_video()))
     return extensions
+
+
+def _video_encoder(settings: EncodeSettings, fps) -> BackgroundVideoEncoder | None:
+    """The background video's encoder (`--background video`): it sees each source frame as alignment reads it."""
+    if settings.background != "video":
+        return None
+    return BackgroundVideoEncoder(fps, settings.background_kbits)
 
 
 def _aligned_clip(video: Path, store: AlignedFrames, stop_at: int, start: int, stop: int | None,
