@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from codec.bitstream.header import EXT_BACKGROUND_VIDEO
 from codec.bitstream import StvReader
 from codec.bitstream.layout import hexdump
 from codec.cli.stvinfo import main
@@ -69,4 +70,11 @@ def test_regenerated_golden_files_decode_identically(tmp_path):
         fresh, committed = StvReader(tmp_path / name), StvReader(DATA / name)
         assert np.array_equal(fresh.records(), committed.records())
         assert np.array_equal(fresh.header.id_latent, committed.header.id_latent)
-        assert fresh.header.extensions == committed.header.extensions
+        assert [tag for tag, _ in fresh.header.extensions] == [tag for tag, _ in committed.header.extensions]
+        for (tag, made), (_, kept) in zip(fresh.header.extensions, committed.header.extensions):
+            if tag == EXT_BACKGROUND_VIDEO:
+                # an AV1 encoder's bytes may differ with its version or the CPU's instruction set: the video's
+                # IVF head (size, frame count) must not
+                assert made[:32] == kept[:32], name
+            else:
+                assert made == kept, (name, tag)
