@@ -37,6 +37,13 @@ The 1.2 goldens (minor 2: a 'plac' extension, the face's placement in the source
     golden_background.stv     'plac' and a 'bgnd' still (a 1280x720 WebP gradient)
     golden_bad_background.stv a 'bgnd' whose picture is not the source's size: frames read, no background
 
+The 1.3 goldens (minor 3: the `arith` chunk profile, format_spec.md §7b):
+
+    golden_arith.stv          40 frames: two arith chunks (regions 20, 10, 2, 3; one holds int16 extremes, so
+                              residuals wrap and take the widest categories), then an entropy chunk
+    golden_bad_arith.stv      arith chunks: intact; CRC-valid but its coder words do not end with its last value
+                              (damage); a flipped bit (CRC mismatch, resync); intact
+
 Each readable golden has NAME.json (what `stvinfo --json` prints) and, when damaged, NAME.validate.txt (what
 `stvinfo --validate` prints; it exits 1); each unreadable one has NAME.error.txt (the reader's message).
 """
@@ -62,7 +69,7 @@ from codec.bitstream.header import EXT_BACKGROUND, EXT_PLACEMENT, encode_header
 from codec.bitstream.layout import hexdump
 from codec.bitstream.placement import Placement, encode_placement
 from codec.bitstream.probe import probe
-from codec.bitstream.schema import PROFILE_ENTROPY, PROFILE_RAW
+from codec.bitstream.schema import PROFILE_ARITH, PROFILE_ENTROPY, PROFILE_RAW
 from codec.errors import BitstreamError
 
 # StyleSpace indices of an unofficial re-implementation (DESIGN §7), in (layer, channel) form: a plausible table.
@@ -238,6 +245,38 @@ def v12_files() -> dict[str, bytes]:
     return files
 
 
+REGIONS = (20, 10, 2, 3)  # the tiny channel table's regions: mouth and jaw, eyes and brows, pupils; then pose
+
+
+def arith(records: np.ndarray, first: int) -> bytes:
+    return encode_chunk(records, first, PROFILE_ARITH, REGIONS)
+
+
+def v13_files() -> dict[str, bytes]:
+    head, records = tiny_records(40, 3.0)
+    head = replace_version(head, 3)
+    records[20:24] = extremes(4)
+    files = {"golden_arith.stv": encode_header(head) + arith(records[:16], 0) + arith(records[16:32], 16)
+             + entropy(records[32:], 32)}
+    head, records = tiny_records(32, 3.5)
+    head = replace_version(head, 3)
+    good = arith(records[8:16], 8)
+    words_end = bytearray(good[16:-4])
+    words_end[-4] ^= 0x01  # the coder's last word: still not zero, but the values no longer end there
+    crc_hit = bytearray(arith(records[16:24], 16))
+    crc_hit[40] ^= 0x10
+    files["golden_bad_arith.stv"] = (encode_header(head) + arith(records[:8], 0)
+                                     + chunk_bytes(PROFILE_ARITH, 8, 8, bytes(words_end)) + bytes(crc_hit)
+                                     + arith(records[24:], 24))
+    return files
+
+
+def replace_version(head: StvHeader, minor: int) -> StvHeader:
+    from dataclasses import replace
+
+    return replace(head, version=(1, minor))
+
+
 def write_golden(out: Path) -> dict[str, bytes]:
     files = {}
     params = tracks(3)
@@ -257,7 +296,7 @@ def write_golden(out: Path) -> dict[str, bytes]:
     (out / "golden_ext.stv").write_bytes(stream.getvalue())
     for name in ("golden_raw.stv", "golden_entropy.stv", "golden_ext.stv"):
         files[name] = (out / name).read_bytes()
-    for name, data in {**v11_files(), **v12_files()}.items():
+    for name, data in {**v11_files(), **v12_files(), **v13_files()}.items():
         (out / name).write_bytes(data)
         files[name] = data
     return files

@@ -45,6 +45,7 @@ KNOWN_EXTENSIONS = {EXT_NOTE: "UTF-8 note", EXT_POSE: "pose editor (JSON)",
                     EXT_PLACEMENT: "face placement in the source picture (1.2)",
                     EXT_BACKGROUND: "background still picture (1.2)"}
 PLACEMENT_MINOR_VERSION = 2  # a writer writes minor 2 when the file carries `plac` or `bgnd` (format_spec.md §14)
+ARITH_MINOR_VERSION = 3  # ... and minor 3 when it holds an `arith` chunk or a compact ID latent (format_spec.md §14)
 
 
 @dataclass(frozen=True)
