@@ -91,18 +91,7 @@ def decode(payload: bytes, count: int, rows: list[list[int]], thresholds: list[i
                 m = a[k] if seen[r] == 0 and expected[r] == 0 else a[k] * (seen[r] + 3 * expected[r] + 1) // (4 * expected[r] + 1)
                 cls = sum(1 for th in thresholds if m >= th) - 1
                 p = glide if g[k] < h[k] else hold
-            s = ans.decode(tables[cls])
-            j = (s + 1) >> 1
-            e = 0
-            if j:
-                bits, low = j - 1, 0
-                if bits > 8:
-                    low = ans.decode([1 << (24 - (bits - 8))] * (1 << (bits - 8)))
-                    bits = 8
-                if bits:
-                    low = (low << bits) | ans.decode([1 << (24 - bits)] * (1 << bits))
-                mag = (1 << (j - 1)) + low
-                e = mag if s % 2 else -mag
+            e = _residual(ans, tables[cls])
             value = _wrap(p + e)
             if t:
                 cap = lambda v: 256 * min(abs(v), 4096)  # noqa: E731
@@ -117,3 +106,49 @@ def decode(payload: bytes, count: int, rows: list[list[int]], thresholds: list[i
     if ans.x != 0 or ans.pos != 0:
         return None
     return out
+
+
+def decode_latent(data: bytes, log_scales: list[int], rows: list[list[int]], thresholds: list[int]):
+    """format_spec.md §3 `idpc`: (basis digest, steps, coefficients R x D), or None where it is malformed."""
+    import struct
+
+    if len(data) < 36:
+        return None
+    digest, r_count, d_count = struct.unpack_from("<32sHH", data)
+    if not (1 <= r_count <= 64 and 1 <= d_count <= 4096) or len(data) < 36 + 5 * r_count:
+        return None
+    steps = list(struct.unpack_from(f"<{r_count}f", data, 36))
+    exponents = list(struct.unpack_from(f"<{r_count}b", data, 36 + 4 * r_count))
+    body = data[36 + 5 * r_count :]
+    if r_count * d_count > 560 * (len(data) + 8) or len(body) % 4:
+        return None
+    words = [int.from_bytes(body[i : i + 4], "little") for i in range(0, len(body), 4)]
+    if words and words[-1] == 0:
+        return None
+    tables = [_frequencies(r) for r in rows]
+    ans = _Ans(words)
+    out = []
+    for r in range(r_count):
+        row = []
+        for j in range(d_count):
+            cls = max(0, min(23, (log_scales[j] - exponents[r]) // 2 + 7))
+            row.append(_residual(ans, tables[cls]))
+        out.append(row)
+    if ans.x != 0 or ans.pos != 0:
+        return None
+    return digest, steps, out
+
+
+def _residual(ans: "_Ans", table: list[int]) -> int:
+    s = ans.decode(table)
+    j = (s + 1) >> 1
+    if not j:
+        return 0
+    bits, low = j - 1, 0
+    if bits > 8:
+        low = ans.decode([1 << (24 - (bits - 8))] * (1 << (bits - 8)))
+        bits = 8
+    if bits:
+        low = (low << bits) | ans.decode([1 << (24 - bits)] * (1 << bits))
+    mag = (1 << (j - 1)) + low
+    return mag if s % 2 else -mag

@@ -43,6 +43,8 @@ The 1.3 goldens (minor 3: the `arith` chunk profile, format_spec.md §7b):
                               residuals wrap and take the widest categories), then an entropy chunk
     golden_bad_arith.stv      arith chunks: intact; CRC-valid but its coder words do not end with its last value
                               (damage); a flipped bit (CRC mismatch, resync); intact
+    golden_compact_latent.stv an `idpc` compact ID latent (10x64 in the shipped tiny basis) beside a 1x1 zero
+                              latent field, 12 frames in one arith chunk
 
 Each readable golden has NAME.json (what `stvinfo --json` prints) and, when damaged, NAME.validate.txt (what
 `stvinfo --validate` prints; it exits 1); each unreadable one has NAME.error.txt (the reader's message).
@@ -65,7 +67,7 @@ from codec.bitstream import N_PARAMS, QuantTable, StvHeader, StvReader, StvWrite
 from codec.bitstream.chunk import chunk_bytes, encode_chunk, encode_payload
 from codec.bitstream.compress import compress
 from codec.bitstream.background import encode_background
-from codec.bitstream.header import EXT_BACKGROUND, EXT_PLACEMENT, encode_header
+from codec.bitstream.header import EXT_BACKGROUND, EXT_COMPACT_LATENT, EXT_PLACEMENT, encode_header
 from codec.bitstream.layout import hexdump
 from codec.bitstream.placement import Placement, encode_placement
 from codec.bitstream.probe import probe
@@ -268,7 +270,28 @@ def v13_files() -> dict[str, bytes]:
     files["golden_bad_arith.stv"] = (encode_header(head) + arith(records[:8], 0)
                                      + chunk_bytes(PROFILE_ARITH, 8, 8, bytes(words_end)) + bytes(crc_hit)
                                      + arith(records[24:], 24))
+    head, records = tiny_records(12, 4.0)
+    files["golden_compact_latent.stv"] = encode_header(compact_header(head)) + arith(records, 0)
     return files
+
+
+def compact_header(head: StvHeader) -> StvHeader:
+    """`head` with an `idpc` compact ID latent in the shipped tiny basis instead of its own latent: closed-form
+    integer coefficients (no float projection, so the bytes are the same on every machine), row steps 2^-5..2^-3."""
+    from dataclasses import replace
+
+    from codec.bitstream.latent import CompactLatent, encode_compact_latent, read_basis, step_exponent
+
+    basis_file = Path(__file__).resolve().parents[1] / "weights" / "tiny-64-latent-basis.safetensors"
+    basis = read_basis(basis_file)
+    r, j = np.mgrid[0:10, 0:64]
+    coefficients = np.where(j < 24, (r * 7 + j * 3) % 17 - 8, 0) * (24 - np.minimum(j, 24)) // 3
+    coefficients[0, 0] = -700  # a wide category: low bits in two pieces
+    steps = (2.0 ** -(5 - np.arange(10) // 4)).astype(np.float32)
+    compact = CompactLatent(hashlib.sha256(basis_file.read_bytes()).digest(), coefficients.astype(np.int32), steps,
+                            np.array([step_exponent(s) for s in steps], np.int8))
+    data = encode_compact_latent(compact, basis)
+    return replace(head, id_latent=np.zeros((1, 1), np.float16), extensions=((EXT_COMPACT_LATENT, data),))
 
 
 def replace_version(head: StvHeader, minor: int) -> StvHeader:

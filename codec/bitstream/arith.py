@@ -266,60 +266,85 @@ def low_bit_pieces(bits: int) -> list[int]:
     return ([bits] if bits else []) + pieces
 
 
-def encode_arith(records: np.ndarray, groups: tuple[int, ...]) -> bytes:
-    """int16 records (c, 35) -> the arith payload."""
-    import constriction
+class ResidualEncoder:
+    """Collects residuals with their scale classes, then codes them all (rANS is a stack: the symbols are pushed
+    last to first so that a decoder pops them first to last)."""
 
-    groups = check_groups(groups)
-    models = _Models.get()
-    symbols: list[tuple[int, object]] = []
+    def __init__(self) -> None:
+        self._models = _Models.get()
+        self._symbols: list[tuple[int, object]] = []
 
-    def take(t: int, k: int, prediction: int, scale_class: int) -> int:
-        e = wrap16(int(records[t, k]) - prediction)
+    def add(self, e: int, scale_class: int) -> None:
         symbol, bits, low = category_of(e)
-        symbols.append((symbol, models.category[scale_class]))
+        self._symbols.append((symbol, self._models.category[scale_class]))
         shift = bits
         for width in low_bit_pieces(bits):
             shift -= width
-            symbols.append(((low >> shift) & ((1 << width) - 1), models.uniform[width]))
+            self._symbols.append(((low >> shift) & ((1 << width) - 1), self._models.uniform[width]))
+
+    def words(self) -> bytes:
+        """The coder's u32 words, little-endian (format_spec.md §7b)."""
+        import constriction
+
+        coder = constriction.stream.stack.AnsCoder()
+        for symbol, model in reversed(self._symbols):
+            coder.encode_reverse(symbol, model)
+        return coder.get_compressed().astype("<u4").tobytes()
+
+
+class ResidualDecoder:
+    """Pops residuals from coder words; `check_finished` says whether the words ended exactly there."""
+
+    def __init__(self, body: bytes, what: str):
+        import constriction
+
+        self.what = what
+        if len(body) % 4:
+            raise BitstreamError(f"{what}: {len(body)} bytes of coder words is not a multiple of 4")
+        words = np.frombuffer(body, dtype="<u4").astype(np.uint32)
+        if len(words) and words[-1] == 0:
+            raise BitstreamError(f"{what}: the coder's last word is 0")
+        self._coder = constriction.stream.stack.AnsCoder(words)
+        self._models = _Models.get()
+
+    def residual(self, scale_class: int) -> int:
+        symbol = int(self._coder.decode(self._models.category[scale_class]))
+        low = 0
+        for width in low_bit_pieces(((symbol + 1) >> 1) - 1 if symbol else 0):
+            low = (low << width) | int(self._coder.decode(self._models.uniform[width]))
+        return residual_of(symbol, low)
+
+    def check_finished(self, last: str) -> None:
+        if self._coder.num_words() != 0:  # state 0 and every word read
+            raise BitstreamError(f"{self.what}: the coder's words do not end with {last}")
+
+
+def encode_arith(records: np.ndarray, groups: tuple[int, ...]) -> bytes:
+    """int16 records (c, 35) -> the arith payload."""
+    groups = check_groups(groups)
+    coder = ResidualEncoder()
+
+    def take(t: int, k: int, prediction: int, scale_class: int) -> int:
+        e = wrap16(int(records[t, k]) - prediction)
+        coder.add(e, scale_class)
         return e
 
     model_walk(len(records), groups, take)
-    coder = constriction.stream.stack.AnsCoder()
-    for symbol, model in reversed(symbols):  # a stack: pushed last to first, popped first to last
-        coder.encode_reverse(symbol, model)
-    words = coder.get_compressed().astype("<u4").tobytes()
-    return bytes([len(groups), *groups]) + words
+    return bytes([len(groups), *groups]) + coder.words()
 
 
 def decode_arith(payload: bytes, count: int) -> np.ndarray:
     """The arith payload of a chunk of `count` frames -> int16 records; BitstreamError when it is not one."""
-    import constriction
-
+    what = "arith payload"
     if len(payload) < 1 or not 1 <= payload[0] <= N_PARAMS or len(payload) < 1 + payload[0]:
-        raise BitstreamError("arith payload: no group map")
+        raise BitstreamError(f"{what}: no group map")
     groups = tuple(payload[1 : 1 + payload[0]])
     if min(groups) < 1 or sum(groups) != N_PARAMS:
-        raise BitstreamError(f"arith payload: group sizes {list(groups)} do not sum to {N_PARAMS}")
+        raise BitstreamError(f"{what}: group sizes {list(groups)} do not sum to {N_PARAMS}")
     body = payload[1 + len(groups) :]
-    if len(body) % 4:
-        raise BitstreamError(f"arith payload: {len(body)} bytes of coder words is not a multiple of 4")
     if count > FRAMES_PER_BYTE_BOUND * (len(payload) + FRAMES_BOUND_SLACK):
-        raise BitstreamError(f"arith payload: {len(payload)} bytes cannot hold {count} frames")
-    words = np.frombuffer(body, dtype="<u4").astype(np.uint32)
-    if len(words) and words[-1] == 0:
-        raise BitstreamError("arith payload: the coder's last word is 0")
-    coder = constriction.stream.stack.AnsCoder(words)
-    models = _Models.get()
-
-    def take(t: int, k: int, prediction: int, scale_class: int) -> int:
-        symbol = int(coder.decode(models.category[scale_class]))
-        low = 0
-        for width in low_bit_pieces(((symbol + 1) >> 1) - 1 if symbol else 0):
-            low = (low << width) | int(coder.decode(models.uniform[width]))
-        return residual_of(symbol, low)
-
-    records = model_walk(count, groups, take)
-    if not coder.is_empty():
-        raise BitstreamError("arith payload: the coder's words do not end with the chunk's last value")
+        raise BitstreamError(f"{what}: {len(payload)} bytes cannot hold {count} frames")
+    coder = ResidualDecoder(body, what)
+    records = model_walk(count, groups, lambda t, k, prediction, scale_class: coder.residual(scale_class))
+    coder.check_finished("the chunk's last value")
     return records

@@ -41,9 +41,11 @@ EXT_NOTE = b"note"  # free UTF-8 text (e.g. the encoder's command line)
 EXT_POSE = b"pose"  # UTF-8 JSON naming the pose editor (format_spec.md, "Extension fields")
 EXT_PLACEMENT = b"plac"  # 1.2: where each frame's face sits in the source picture (codec.bitstream.placement)
 EXT_BACKGROUND = b"bgnd"  # 1.2: the scene behind the face, one still picture (codec.bitstream.background)
+EXT_COMPACT_LATENT = b"idpc"  # 1.3: the ID latent in a shipped PCA basis (codec.bitstream.latent)
 KNOWN_EXTENSIONS = {EXT_NOTE: "UTF-8 note", EXT_POSE: "pose editor (JSON)",
                     EXT_PLACEMENT: "face placement in the source picture (1.2)",
-                    EXT_BACKGROUND: "background still picture (1.2)"}
+                    EXT_BACKGROUND: "background still picture (1.2)",
+                    EXT_COMPACT_LATENT: "compact ID latent in a PCA basis of W (1.3)"}
 PLACEMENT_MINOR_VERSION = 2  # a writer writes minor 2 when the file carries `plac` or `bgnd` (format_spec.md §14)
 ARITH_MINOR_VERSION = 3  # ... and minor 3 when it holds an `arith` chunk or a compact ID latent (format_spec.md §14)
 
@@ -118,8 +120,11 @@ def extension_problems(h: "StvHeader") -> list[str]:
     from codec.bitstream.background import background_problem
     from codec.bitstream.placement import decode_placement, placement_problem
 
+    from codec.bitstream.latent import compact_latent_problem
+
     problems = []
-    for tag, check in ((EXT_POSE, pose_problem), (EXT_PLACEMENT, placement_problem)):
+    for tag, check in ((EXT_POSE, pose_problem), (EXT_PLACEMENT, placement_problem),
+                       (EXT_COMPACT_LATENT, compact_latent_problem)):
         data = h.extension(tag)
         problem = check(data) if data is not None else None
         if problem:
@@ -146,6 +151,10 @@ def extension_text(tag: bytes, data: bytes) -> str | None:
         from codec.bitstream.background import background_summary
 
         return background_summary(data)
+    if tag == EXT_COMPACT_LATENT:
+        from codec.bitstream.latent import compact_latent_summary
+
+        return compact_latent_summary(data)
     if tag != EXT_PLACEMENT:
         return data.decode("utf-8", errors="replace")
     from codec.bitstream.placement import decode_placement
@@ -229,6 +238,8 @@ def encode_header(h: StvHeader, zstd_checksum: bool = False) -> bytes:
     minor = h.version[1]
     if any(tag in (EXT_PLACEMENT, EXT_BACKGROUND) for tag, _ in h.extensions):
         minor = max(minor, PLACEMENT_MINOR_VERSION)  # the lowest minor version that knows every part of the file
+    if any(tag == EXT_COMPACT_LATENT for tag, _ in h.extensions):
+        minor = max(minor, ARITH_MINOR_VERSION)
     prefix = HeaderPrefix.build(
         dict(magic=MAGIC, major=h.version[0], minor=minor, flags=h.flags, header_size=size)
     )
