@@ -88,7 +88,7 @@ def decode(payload: bytes, count: int, rows: list[list[int]], thresholds: list[i
             if t == 0:
                 cls, p = 23, 0
             else:
-                m = a[k] if seen[r] == 0 and expected[r] == 0 else a[k] * (seen[r] + 3 * expected[r] + 1) // (4 * expected[r] + 1)
+                m = a[k] if seen[r] == 0 and expected[r] == 0 else a[k] * (seen[r] + expected[r] + 1) // (2 * expected[r] + 1)
                 cls = sum(1 for th in thresholds if m >= th) - 1
                 p = glide if g[k] < h[k] else hold
             e = _residual(ans, tables[cls])
@@ -97,7 +97,7 @@ def decode(payload: bytes, count: int, rows: list[list[int]], thresholds: list[i
                 cap = lambda v: 256 * min(abs(v), 4096)  # noqa: E731
                 expected[r] += a[k]
                 seen[r] += cap(e)
-                a[k] += (cap(e) - a[k]) >> 4
+                a[k] += (cap(e) - a[k]) >> 3
                 h[k] += (cap(_wrap(value - hold)) - h[k]) >> 4
                 g[k] += (cap(_wrap(value - glide)) - g[k]) >> 4
             before[k], prev[k] = prev[k], value
