@@ -69,3 +69,29 @@ def test_loss_follows_the_model_and_max_loss_db_holds():
     target = 0.5
     bounded = choose_quantisation(renderer, targets, params, gains, max_loss_db=target)
     assert bounded.loss.loss_db <= target and bounded.quality < DEFAULT_QUALITY  # a looser budget: coarser steps
+
+
+def test_per_parameter_steps_need_nothing_new_from_a_1_0_reader(tmp_path):
+    """The quantisation table always held 35 (scale, offset) pairs: a reader that knows only the 1.0 layout
+    (format_spec.md §3-5, parsed here by hand) dequantises a rate-controlled raw stream exactly."""
+    import struct
+
+    from codec.bitstream import QuantTable, StvWriter, quantise
+    from test_bitstream_helpers import make_header
+
+    params = np.cumsum(np.random.default_rng(4).normal(0, 0.2, (12, N_PARAMS)), axis=0)
+    steps = quantiser_steps(np.geomspace(0.2, 8.0, N_PARAMS), DEFAULT_QUALITY)
+    table = QuantTable.from_data(params, steps=steps)
+    assert len(set(table.scale.tolist())) == N_PARAMS  # 35 different steps
+    path = tmp_path / "rate.stv"
+    with StvWriter(path, make_header(params, quant=table), profile="raw", chunk_frames=12) as writer:
+        writer.append(params)
+    data = path.read_bytes()
+    n = data[32]
+    quant = struct.unpack_from("<70f", data, 193 + n)
+    scale, offset = np.array(quant[0::2], np.float64), np.array(quant[1::2], np.float64)
+    header_size = struct.unpack_from("<I", data, 12)[0]
+    records = np.frombuffer(data, "<i2", 12 * N_PARAMS, header_size + 16).reshape(12, N_PARAMS)
+    assert data[8:10] == b"\x01\x01" and data[header_size + 4] == 0  # minor 1, a raw chunk
+    assert np.array_equal(offset + scale * records, offset + scale * quantise(params, table)[0])
+    assert np.all(np.abs(offset + scale * records - params) <= scale / 2 + 1e-9)

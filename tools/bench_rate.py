@@ -211,11 +211,13 @@ def closed_loop_clip(folder: Path, frames: int, seed: int = 0) -> Path:
     from codec.encoder.synthetic import make_truth, render_truth
     from codec.preprocess.video import write_video
 
+    video = folder / f"closed-loop-{frames}.mkv"
+    if video.is_file():  # kept in --work-dir: the muxer writes a new file id each time, which would change the
+        return video  # clip's digest and so miss every cached stage
     generator, editor = zoo.load_generator("tiny"), zoo.load_pose_editor(None, "tiny")
     table = load_channel_table(zoo.WEIGHTS_DIR / "tiny-64-channels.json")
     truth = make_truth(generator, editor, table.indices, table.channel_spread(), frames, seed)
     pixels = ((render_truth(generator, editor, truth).clamp(-1, 1) + 1) * 127.5).round().byte()
-    video = folder / f"closed-loop-{frames}.mkv"
     write_video(video, iter(pixels.permute(0, 2, 3, 1).numpy()), Fraction(25), lossless=True)
     return video
 
