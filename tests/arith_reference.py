@@ -67,7 +67,7 @@ def decode(payload: bytes, count: int, rows: list[list[int]], thresholds: list[i
     if min(sizes) < 1 or sum(sizes) != 35:
         return None
     body = payload[1 + len(sizes) :]
-    if len(body) % 4 or count > 16 * (len(payload) + 8):
+    if len(body) % 4 or count > 4 * (len(payload) + 8):
         return None
     words = [int.from_bytes(body[i : i + 4], "little") for i in range(0, len(body), 4)]
     if words and words[-1] == 0:
@@ -120,7 +120,7 @@ def decode_latent(data: bytes, log_scales: list[int], rows: list[list[int]], thr
     steps = list(struct.unpack_from(f"<{r_count}f", data, 36))
     exponents = list(struct.unpack_from(f"<{r_count}b", data, 36 + 4 * r_count))
     body = data[36 + 5 * r_count :]
-    if r_count * d_count > 560 * (len(data) + 8) or len(body) % 4:
+    if r_count * d_count > 128 * (len(data) + 8) or len(body) % 4:
         return None
     words = [int.from_bytes(body[i : i + 4], "little") for i in range(0, len(body), 4)]
     if words and words[-1] == 0:

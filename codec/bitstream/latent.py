@@ -29,9 +29,9 @@ from codec.errors import BitstreamError
 EXT_COMPACT_LATENT = b"idpc"
 HEAD = struct.Struct("<32sHH")
 COEFFICIENT_LIMIT = 32767  # coefficients are coded as 16-bit residuals
-# A decodable extension holds at most this many coefficients per byte (plus slack): each costs at least 0.0227
+# A decodable extension holds at most this many coefficients per byte (plus slack): each costs at least 0.0931
 # bits, as in the arith profile (format_spec.md §7b).
-COEFFICIENTS_PER_BYTE_BOUND = 560
+COEFFICIENTS_PER_BYTE_BOUND = 128
 COEFFICIENTS_BOUND_SLACK = 8
 
 
