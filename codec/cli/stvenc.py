@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from codec.cli.common import check_input_file, check_output, clean_errors, prepare_kernel
-from codec.encoder.encode import EncodeSettings
+from codec.encoder.encode import LATENT_FORMS, EncodeSettings
 
 DEFAULTS = EncodeSettings()
 
@@ -46,7 +46,7 @@ def _frame_range(text: str | None) -> tuple[int, int | None]:
 @click.option("--max-loss-db", "max_loss_db", type=float, default=None, metavar="D",
               help="raise the quality until the measured decoded-PSNR loss against the unquantised parameters is "
                    "at most D dB (starting from the quality the noise model predicts for D)")
-@click.option("--latent", type=click.Choice(["compact", "exact"]), default=DEFAULTS.latent, show_default=True,
+@click.option("--latent", type=click.Choice(list(LATENT_FORMS)), default=DEFAULTS.latent, show_default=True,
               help="the ID latent: compact (format 1.3: coefficients in the generator's shipped PCA basis of W, "
                    "within 0.02 dB of the exact picture; a generator without a basis falls back to exact) or exact "
                    "(float16, readable by every decoder)")

@@ -34,7 +34,8 @@ from codec.encoder.refine import RefineSettings, refine
 from codec.encoder.roll import RollSettings, estimate_roll
 from codec.encoder.pose_directions import ESTIMATORS
 from codec.encoder.latent_rate import DEFAULT_LATENT_LOSS_DB, choose_compact_latent
-from codec.encoder.rate import DEFAULT_QUALITY, ClipRenderer, choose_quantisation, parameter_sensitivity
+from codec.encoder.rate import (DEFAULT_QUALITY, ClipRenderer, check_quality, choose_quantisation,
+                                parameter_sensitivity)
 from codec.encoder.sensitivity import load_channel_table
 from codec.encoder.styleflow_condition import styleflow_pose_spec
 from codec.encoder.workdir import CARRY_PREFIX, cached_stage, resumable_stage, stage_key
@@ -52,6 +53,7 @@ MASK_DRAW_SIZE = 256
 # eq. 9's whole-face networks (model registry names), used by attribute encoding when installed
 FACE_NETWORKS = ("arcface_ir_se50", "bisenet_face_parsing")
 CHANNEL_TABLES = {"tiny": "tiny-64-channels.json", "stylegan2-ffhq-config-f": "ffhq-1024-channels.json"}
+LATENT_FORMS = ("compact", "exact")  # how the ID latent is stored (EncodeSettings.latent)
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,9 @@ def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str =
     batch shrinks that batch."""
     if window is not None and window < 1:
         raise InputError(f"the window must hold at least one frame, got {window}")
+    check_quality(settings.quality)
+    if settings.latent not in LATENT_FORMS:
+        raise InputError(f"latent must be one of {', '.join(LATENT_FORMS)}, got {settings.latent!r}")
     if work_dir is not None:
         Path(work_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="stv-frames-", dir=work_dir) as folder:
