@@ -146,8 +146,6 @@ TABLE = {
         "unwritable output": (lambda i, o: stvenc_args(i, i.video, i.file(UNWRITABLE) / "x.stv", "--aligned"),
                               "cannot write"),
         "existing output": (lambda i, o: stvenc_args(i, i.video, o, "--aligned"), "-y"),
-        "quality out of range": (lambda i, o: stvenc_args(i, i.video, o, "--aligned", "--quality", "120"),
-                                 "0<=x<=100"),
         "negative max loss": (lambda i, o: stvenc_args(i, i.video, o, "--aligned", "--max-loss-db", "-1"),
                               "positive number of dB"),
     },

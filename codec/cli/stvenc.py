@@ -11,6 +11,7 @@ import click
 
 from codec.cli.common import check_input_file, check_output, clean_errors, prepare_kernel
 from codec.encoder.encode import LATENT_FORMS, EncodeSettings
+from codec.errors import InputError
 
 DEFAULTS = EncodeSettings()
 
@@ -124,7 +125,7 @@ def encode(options: dict, note: str):
     if aligned_roll and not aligned:
         raise click.UsageError("--aligned-roll applies to --aligned input only (full frames get roll from landmarks)")
     if max_loss_db is not None and not max_loss_db > 0:
-        raise click.BadParameter(f"must be a positive number of dB, got {max_loss_db:g}", param_hint="--max-loss-db")
+        raise InputError(f"--max-loss-db must be a positive number of dB, got {max_loss_db:g}")
     check_input_file(video)
     check_output(out, overwrite)
     zoo.pose_editor_spec(pose_editor, generator)  # a bad editor name is refused before any work
