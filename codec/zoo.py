@@ -654,3 +654,30 @@ def load_inverter(generator_name: str, device: str | torch.device = "cpu"):
         return encoder(frames)
 
     return encode
+
+
+# --- the compact ID latent's bases (format 1.3, `idpc`) ---------------------------------------------------------
+
+LATENT_BASES = {"tiny": "tiny-latent-basis"}  # generator -> its shipped PCA basis of W (tools/make_latent_basis.py)
+
+
+def latent_basis_name(generator_name: str) -> str | None:
+    """The basis the compact ID latent of this generator is coded in, or None (no basis made: --latent exact)."""
+    return LATENT_BASES.get(generator_name)
+
+
+def load_latent_basis(name: str):
+    """(LatentBasis, its sha256 as 32 bytes), the file checked against the manifest."""
+    from codec.bitstream.latent import read_basis
+
+    file = path(name)
+    return read_basis(file), bytes.fromhex(verify(name, file))
+
+
+def latent_basis_with_digest(sha256: bytes):
+    """The basis a stream's `idpc` names, by digest; ModelError when this install has none with it."""
+    for name, e in manifest().items():
+        if e.role == "latent basis" and e.sha256 == sha256.hex():
+            return load_latent_basis(name)[0]
+    raise ModelError(f"the stream's compact ID latent needs the latent basis with sha256 {sha256.hex()}, which this "
+                     "install does not have (`stv-weights list` shows the bases it knows)")

@@ -85,12 +85,13 @@ def test_each_golden_says_the_minor_version_it_needs():
         if name in ("golden_raw.stv", "golden_entropy.stv", "golden_ext.stv"):
             assert version == (1, 0), name
         else:
-            assert version == (minor_version_needed(name)), name
+            assert version == minor_version_needed(name), name
 
 
 def minor_version_needed(name: str) -> tuple[int, int]:
-    """1.3 for a background video, 1.2 for placement or a still, else 1.1 (format_spec.md §14)."""
-    if "background_video" in name:
+    """1.3 for arith chunks, a compact latent or a background video, 1.2 for placement or a still, else 1.1
+    (format_spec.md §14)."""
+    if any(part in name for part in ("arith", "compact", "background_video")):
         return 1, 3
     return (1, 2) if "placement" in name or "background" in name else (1, 1)
 

@@ -146,6 +146,8 @@ TABLE = {
         "unwritable output": (lambda i, o: stvenc_args(i, i.video, i.file(UNWRITABLE) / "x.stv", "--aligned"),
                               "cannot write"),
         "existing output": (lambda i, o: stvenc_args(i, i.video, o, "--aligned"), "-y"),
+        "negative max loss": (lambda i, o: stvenc_args(i, i.video, o, "--aligned", "--max-loss-db", "-1"),
+                              "positive number of dB"),
     },
     "stvdec": {
         "missing file": (lambda i, o: stvdec_args(i.file("missing.stv"), o), "no such file"),

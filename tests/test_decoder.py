@@ -12,7 +12,8 @@ import torch
 
 from codec import ops
 from codec.bitstream import StvReader
-from codec.decoder.decode import DecodeSettings, decode, lost_frame_ranges, render_params, to_uint8
+from codec.decoder.decode import (DecodeSettings, decode, lost_frame_ranges, render_params, stream_id_latent,
+                                   to_uint8)
 from codec.decoder.render import apply_roll, render
 from codec.errors import BitstreamError
 from extension_required import cpu_extension
@@ -68,7 +69,7 @@ def test_decode_equals_the_shared_renderer_bit_exactly(stream, full, generator):
     (path, tracks), frames = stream, full
     editor = seeded_editor(generator)
     assert [f.index for f in frames] == list(range(N_FRAMES)) and not any(f.concealed for f in frames)
-    latent = torch.as_tensor(StvReader(path).header.id_latent.astype(np.float32))
+    latent = torch.as_tensor(stream_id_latent(StvReader(path).header).astype(np.float32))
     expected = []
     with torch.no_grad():
         for lo in range(0, N_FRAMES, CHUNK):  # the same batches the decoder renders (batching moves bits by 1 LSB)
@@ -145,7 +146,7 @@ def test_damage_at_the_start_shows_the_identity_at_rest(tmp_path, stream, genera
     data[StvReader(path).chunks[0].payload_offset] ^= 0xFF
     (tmp_path / "hit.stv").write_bytes(bytes(data))
     frames = decode_all(tmp_path / "hit.stv", generator, editor)
-    latent = torch.as_tensor(StvReader(path).header.id_latent.astype(np.float32))
+    latent = torch.as_tensor(stream_id_latent(StvReader(path).header).astype(np.float32))
     # rendered as the decoder renders every picture: in a batch of exactly SETTINGS.batch rows
     rest = render_params(generator, editor, latent, STYLE_INDICES, np.zeros((CHUNK, 35)))[0]
     for k in range(CHUNK):
@@ -168,7 +169,7 @@ def test_a_row_of_a_batch_does_not_depend_on_the_other_rows(stream, generator):
     of exactly B rows rely on it); batches of another size may differ in the last bits."""
     path, editor = stream[0], seeded_editor(generator)
     reader = StvReader(path)
-    latent = torch.as_tensor(reader.header.id_latent.astype(np.float32))
+    latent = torch.as_tensor(stream_id_latent(reader.header).astype(np.float32))
     values = reader.values(0, N_FRAMES)
     first = render_params(generator, editor, latent, STYLE_INDICES, values[:CHUNK])
     others = render_params(generator, editor, latent, STYLE_INDICES, np.concatenate([values[:1], values[-3:]]))

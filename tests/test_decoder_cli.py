@@ -17,6 +17,7 @@ from codec.bitstream import StvReader, StvWriter
 from codec.cli.stvdec import main
 from codec.decoder.decode import DecodeSettings, decode, pose_editor_for, to_uint8
 from codec.preprocess.video import probe, read_frames
+from codec.decoder.decode import stream_id_latent
 from test_decoder_helpers import CHUNK, N_FRAMES, generator, write_stream  # noqa: F401
 
 
@@ -74,7 +75,7 @@ def test_identity_from_another_stream(tmp_path, stream, generator):
     pngs = tmp_path / "puppet"
     result = run(stream, "--png", pngs, "--identity", other, "--batch", CHUNK, "-q")
     assert result.exit_code == 0, result.output
-    expected = stage_frames(stream, generator, id_latent=StvReader(other).header.id_latent)
+    expected = stage_frames(stream, generator, id_latent=stream_id_latent(StvReader(other).header))
     own = stage_frames(stream, generator)
     for k, want in enumerate(expected):
         got = cv2.cvtColor(cv2.imread(str(pngs / f"frame_{k:06d}.png")), cv2.COLOR_BGR2RGB)
@@ -128,7 +129,7 @@ def test_identity_from_a_face_photo(tmp_path, stream, generator):
         # ... and that inversion, rendered at rest, resembles the photo more than the stream's identity and other
         # samples of the generator do
         with torch.no_grad():
-            source = torch.from_numpy(StvReader(stream).header.id_latent.astype(np.float32))
+            source = torch.from_numpy(stream_id_latent(StvReader(stream).header).astype(np.float32))
             z = torch.randn(12, generator.style_dim, generator=torch.Generator().manual_seed(5))
             others = generator.mapping(z)[:, None].expand(-1, generator.n_latent, -1)
             rest = to_uint8(generator(torch.cat([torch.stack([puppet_latent, source]), others])))

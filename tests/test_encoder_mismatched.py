@@ -18,6 +18,7 @@ from codec.encoder.losses import psnr
 from codec.encoder.roll import estimate_roll, relative_roll
 from codec.encoder.synthetic import degrade, make_mismatched_truth, motion_energy, render_truth
 from codec.preprocess.video import read_frames, write_video
+from codec.decoder.decode import stream_id_latent
 from encoder_fixtures import tiny_models
 
 N_FRAMES = 8
@@ -133,7 +134,7 @@ def test_whole_encoder_on_the_mismatched_clip(setting, clip, tmp_path):
     report = encode_video(video, tmp_path / "clip.stv", settings, work_dir=tmp_path / "work", progress=False)
     reader = StvReader(tmp_path / "clip.stv")
     values = torch.from_numpy(np.stack([reader[i] for i in range(len(reader))])).float()
-    id_latent = torch.from_numpy(reader.header.id_latent.astype(np.float32))
+    id_latent = torch.from_numpy(stream_id_latent(reader.header).astype(np.float32))
     with torch.no_grad():
         images = apply_roll(render(generator, editor, id_latent, table.indices, values[:, :32], values[:, 32],
                                    values[:, 33]), values[:, 34])

@@ -20,6 +20,7 @@ from codec.encoder.pose_directions import ESTIMATORS
 from codec.encoder.refine import RefineSettings, refine
 from codec.encoder.synthetic import make_truth, render_truth
 from codec.models.arcface import seeded_standin
+from codec.decoder.decode import stream_id_latent
 from encoder_fixtures import tiny_models
 
 N_FRAMES = 16
@@ -128,7 +129,7 @@ def stream(tmp_path_factory):
                  work_dir=folder / "work", progress=False)
     reader = StvReader(folder / "clip.stv")
     values = np.stack([reader[i] for i in range(len(reader))])
-    id_latent = torch.from_numpy(reader.header.id_latent.astype(np.float32))
+    id_latent = torch.from_numpy(stream_id_latent(reader.header).astype(np.float32))
     originals = pixels.float() / 127.5 - 1
     decoded = _quality(generator, editor, table, id_latent, values[:, 32], values[:, 33], values[:, :32], originals)
     unquantised = load_file(str(folder / "work" / "refine.safetensors"))

@@ -23,6 +23,7 @@ from codec.encoder.pipeline import Part1Settings
 from codec.encoder.refine import RefineSettings
 from codec.encoder.workdir import CARRY_PREFIX, resumable_stage
 from codec.preprocess.video import read_frames, write_video
+from codec.decoder.decode import stream_id_latent
 from encoder_fixtures import synthetic_clip, tiny_models
 
 # Few steps: the comparison is between two runs of the same encoder, not against the truth. The projector
@@ -100,7 +101,7 @@ def encoded(tmp_path_factory):
 def _resynthesis_psnr(reader: StvReader, frames: torch.Tensor) -> float:
     generator, editor, table = tiny_models()
     values = torch.from_numpy(np.stack([reader[i] for i in range(len(reader))])).float()
-    id_latent = torch.from_numpy(reader.header.id_latent.astype(np.float32))
+    id_latent = torch.from_numpy(stream_id_latent(reader.header).astype(np.float32))
     with torch.no_grad():
         images = render(generator, editor, id_latent, table.indices, values[:, :32], values[:, 32], values[:, 33])
         images = apply_roll(images, values[:, 34])
@@ -190,7 +191,7 @@ def test_interrupted_encode_resumes_at_its_window_and_writes_the_same_stream(enc
     assert "invert" not in report.generator_renders and "pose" not in report.generator_renders
     assert not (work / "attributes.windows").exists()
     resumed, uninterrupted = StvReader(tmp_path / "out.stv"), runs[3][0]
-    assert resumed.header.id_latent.tobytes() == uninterrupted.header.id_latent.tobytes()
+    assert stream_id_latent(resumed.header).tobytes() == stream_id_latent(uninterrupted.header).tobytes()
     assert np.array_equal(resumed.records(0, len(resumed)), uninterrupted.records(0, len(uninterrupted)))
 
 

@@ -1,6 +1,28 @@
-"""Bytes per frame of the raw and the entropy-coded .stv profiles on realistic, seeded parameter traces.
+"""Bytes per frame of the .stv profiles: on seeded parameter traces, and on what stvenc writes.
 
     python tools/bench_rate.py [--clips 3] [--seconds 120] [--chunk-frames 250] [--json]
+        [--closed-loop-frames 64] [--qualities 30,40,50,60,70] [--plot rd.png]
+        [--media ../shared/media] [--real-frames 0:32] [--real-clips d0,s20] [--work-dir DIR]
+
+Part 1, synthetic traces (below): raw, entropy and arith profiles on the same records, quantised with the old
+fixed table (step 2^-6 for every parameter), so the three coders are compared on equal input.
+
+Part 2, stvenc's own streams (tiny model, `--profile arith`, the default `--latent compact`):
+- the closed-loop bench clip: tools/bench_encode.py's matched truth (a clip the tiny generator renders with known
+  parameters, written losslessly), --closed-loop-frames long (64: per-chunk costs, the 20-byte chunk frame and
+  the first record, then weigh as they do in a stream's 250-frame chunks; bench_encode's 16 frames pay them 4x),
+  encoded at each --qualities value (the stages are cached, only quantisation is redone) and once with
+  --max-loss-db 0.05: bytes per frame of the chunks, decoded PSNR loss against the unquantised parameters;
+- the real clips of --media (never committed), frames --real-frames, at the default quality.
+For each stream: bytes per frame without the header, with it (the header spread over the stream's frames), and
+amortised over 10 s and 60 s at the stream's frame rate (header + that many frames of its chunk rate); the ID
+latent's bytes. The bitstream layer's arith encode and decode time per frame is measured on the closed-loop
+records. --plot draws bytes/frame against decoded PSNR loss over the qualities (matplotlib).
+
+--json ends with one JSON line: the part-1 figures, and arith_bytes_per_frame and psnr_loss_db (closed loop,
+default quality), arith_bytes_per_frame_at_max_loss (closed loop, --max-loss-db 0.05) with its loss,
+id_latent_bytes (closed loop, compact) and id_latent_loss_db, real_clip_bytes_per_frame (mean over the real
+clips), arith_encode_us_per_frame, arith_decode_us_per_frame, and the per-stream figures.
 
 Trace model (25 fps, natural units, then quantised with the default table: step 2^-6 for every parameter;
 see codec/bitstream/quant.py):
@@ -34,10 +56,20 @@ import argparse
 import hashlib
 import io
 import json
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 
-from codec.bitstream import DEFAULT_STEPS, QuantTable, StvHeader, StvReader, StvWriter, quantise
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from codec.bitstream import DEFAULT_STEPS, QuantTable, StvHeader, StvReader, StvWriter, quantise  # noqa: E402
+from codec.bitstream.chunk import decode_payload, encode_payload  # noqa: E402
+from codec.bitstream.header import EXT_COMPACT_LATENT  # noqa: E402
+from codec.bitstream.schema import PROFILE_ARITH  # noqa: E402
 
 FPS = 25
 N_DRIVERS = 6
@@ -107,7 +139,7 @@ def encoded_size(records: np.ndarray, header: StvHeader, profile: str, chunk_fra
 
 def measure(clips: int, seconds: float, chunk_frames: int, alpha_step: float | None = None) -> dict:
     n = int(seconds * FPS)
-    totals = {"raw": [0, 0], "entropy": [0, 0]}
+    totals = {"raw": [0, 0], "entropy": [0, 0], "arith": [0, 0]}
     frames = saturated = 0
     per_clip = []
     for seed in range(clips):
@@ -133,6 +165,8 @@ def measure(clips: int, seconds: float, chunk_frames: int, alpha_step: float | N
         frames += n
     raw, entropy = totals["raw"][0] / frames, totals["entropy"][0] / frames
     return {
+        "trace_arith_bytes_per_frame": totals["arith"][0] / frames,
+        "trace_arith_bytes_per_frame_with_header": totals["arith"][1] / frames,
         "clips": clips,
         "frames": frames,
         "chunk_frames": chunk_frames,
@@ -149,9 +183,180 @@ def measure(clips: int, seconds: float, chunk_frames: int, alpha_step: float | N
     }
 
 
+# --- part 2: the streams stvenc writes ---------------------------------------------------------------------------
+
+AMORTISED_SECONDS = (10, 60)
+MAX_LOSS_DB = 0.05  # the issue's goal: a decoded-PSNR loss of at most 0.05 dB
+
+
+def stream_figures(path: Path) -> dict:
+    """Sizes of one .stv: chunk bytes per frame, with the header, amortised over 10 s and 60 s, the ID latent."""
+    reader = StvReader(path)
+    header = reader.header
+    frames = len(reader)
+    chunk_rate = (reader.file_size - reader.header_size) / frames
+    fps = header.fps_num / header.fps_den
+    compact = header.extension(EXT_COMPACT_LATENT)
+    figures = {
+        "frames": frames,
+        "header_bytes": reader.header_size,
+        "id_latent_bytes": len(compact) if compact is not None else None,
+        "bytes_per_frame": chunk_rate,
+        "bytes_per_frame_with_header": reader.file_size / frames,
+    }
+    for seconds in AMORTISED_SECONDS:
+        n = round(fps * seconds)
+        figures[f"bytes_per_frame_amortised_{seconds}s"] = (reader.header_size + chunk_rate * n) / n
+    return figures
+
+
+def closed_loop_clip(folder: Path, frames: int, seed: int = 0) -> Path:
+    """tools/bench_encode.py's matched truth: the tiny generator's rendering of known parameters, lossless."""
+    from codec import zoo
+    from codec.encoder.sensitivity import load_channel_table
+    from codec.encoder.synthetic import make_truth, render_truth
+    from codec.preprocess.video import write_video
+
+    video = folder / f"closed-loop-{frames}.mkv"
+    if video.is_file():  # kept in --work-dir: the muxer writes a new file id each time, which would change the
+        return video  # clip's digest and so miss every cached stage
+    generator, editor = zoo.load_generator("tiny"), zoo.load_pose_editor(None, "tiny")
+    table = load_channel_table(zoo.WEIGHTS_DIR / "tiny-64-channels.json")
+    truth = make_truth(generator, editor, table.indices, table.channel_spread(), frames, seed)
+    pixels = ((render_truth(generator, editor, truth).clamp(-1, 1) + 1) * 127.5).round().byte()
+    write_video(video, iter(pixels.permute(0, 2, 3, 1).numpy()), Fraction(25), lossless=True)
+    return video
+
+
+def encode_stream(video: Path, out: Path, work: Path, aligned: bool, frames: tuple[int, int | None] = (0, None),
+                  **rate) -> dict:
+    """stvenc's function with its defaults and --profile arith (plus `rate`: quality, max_loss_db, latent); the
+    stream's sizes and the encoder's measured losses."""
+    from codec.encoder.encode import EncodeSettings, encode_video
+
+    settings = EncodeSettings(generator="tiny", aligned_input=aligned, profile="arith", frames=frames, **rate)
+    report = encode_video(video, out, settings, work_dir=work, progress=False)
+    return {**stream_figures(out), "quality": report.quality, "psnr_loss_db": report.psnr_loss_db,
+            "psnr_exact_db": report.psnr_exact_db, "latent": report.latent,
+            "id_latent_bytes": report.id_latent_bytes, "id_latent_loss_db": report.latent_loss_db}
+
+
+def rd_curve(video: Path, folder: Path, qualities: list[float]) -> list[dict]:
+    return [encode_stream(video, folder / f"q{q:g}.stv", folder / "work", True, quality=q) for q in qualities]
+
+
+def bitstream_speed(records: np.ndarray, repeats: int = 3) -> dict:
+    """The arith profile's encode and decode time per frame (µs), best of `repeats`, one chunk of the records."""
+    timings = {"encode": [], "decode": []}
+    for _ in range(repeats):
+        started = time.perf_counter()
+        payload = encode_payload(records, PROFILE_ARITH)
+        timings["encode"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        decode_payload(payload, PROFILE_ARITH, len(records))
+        timings["decode"].append(time.perf_counter() - started)
+    return {f"arith_{k}_us_per_frame": min(v) / len(records) * 1e6 for k, v in timings.items()}
+
+
+def real_clips(media: Path, names: list[str], frames: tuple[int, int | None], folder: Path) -> list[dict]:
+    """Each clip at the default quality and with --max-loss-db 0.05 (the second reuses the first's stages)."""
+    out = []
+    for name in names:
+        video = media / f"{name}.mp4"
+        if not video.is_file():
+            print(f"{video}: not found, skipped")
+            continue
+        work = folder / f"work-{name}"
+        default = encode_stream(video, folder / f"{name}.stv", work, False, frames)
+        bounded = encode_stream(video, folder / f"{name}-max-loss.stv", work, False, frames, max_loss_db=MAX_LOSS_DB)
+        out.append({"clip": name, **default, "at_max_loss": bounded})
+    return out
+
+
+def plot_rd(curve: list[dict], path: Path) -> str:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no plot"
+    figure, axes = plt.subplots(figsize=(5, 3.5))
+    axes.plot([c["psnr_loss_db"] for c in curve], [c["bytes_per_frame"] for c in curve], "o-")
+    for c in curve:
+        axes.annotate(f"Q{c['quality']:g}", (c["psnr_loss_db"], c["bytes_per_frame"]), fontsize=8)
+    axes.set_xscale("log")
+    axes.set_xlabel("decoded PSNR loss against unquantised parameters (dB)")
+    axes.set_ylabel("bytes per frame (arith chunks)")
+    axes.set_title("stv rate-distortion, closed-loop tiny clip")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    return f"{path}: rate-distortion plot"
+
+
+def frame_range(text: str) -> tuple[int, int | None]:
+    first, _, last = text.partition(":")
+    return int(first or 0), int(last) if last else None
+
+
+def measure_streams(args: argparse.Namespace, folder: Path) -> dict:
+    from codec.encoder.rate import DEFAULT_QUALITY
+
+    video = closed_loop_clip(folder, args.closed_loop_frames)
+    qualities = sorted({*args.qualities, DEFAULT_QUALITY})
+    curve = rd_curve(video, folder, qualities)
+    default = next(c for c in curve if c["quality"] == DEFAULT_QUALITY)
+    bounded = encode_stream(video, folder / "max-loss.stv", folder / "work", True, max_loss_db=MAX_LOSS_DB)
+    records = StvReader(folder / f"q{DEFAULT_QUALITY:g}.stv").records()
+    real = real_clips(args.media, args.real_clips, args.real_frames, folder) if args.real_clips else []
+    figures = {
+        "closed_loop_frames": args.closed_loop_frames,
+        "arith_bytes_per_frame": default["bytes_per_frame"],
+        "psnr_loss_db": default["psnr_loss_db"],
+        "arith_bytes_per_frame_at_max_loss": bounded["bytes_per_frame"],
+        "psnr_loss_db_at_max_loss": bounded["psnr_loss_db"],
+        "quality_at_max_loss": bounded["quality"],
+        "id_latent_bytes": default["id_latent_bytes"],
+        "id_latent_loss_db": default["id_latent_loss_db"],
+        # the goal's condition (a loss of at most 0.05 dB), as for the closed-loop clip; and at the default quality
+        "real_clip_bytes_per_frame": float(np.mean([c["at_max_loss"]["bytes_per_frame"] for c in real]))
+        if real else None,
+        "real_clip_bytes_per_frame_default_quality": float(np.mean([c["bytes_per_frame"] for c in real]))
+        if real else None,
+        **bitstream_speed(records),
+        "rd_curve": curve,
+        "max_loss_stream": bounded,
+        "real_clips": real,
+    }
+    if args.plot:
+        figures["plot"] = plot_rd(curve, args.plot)
+    return figures
+
+
+def print_streams(f: dict) -> None:
+    print(f"closed-loop clip, {f['closed_loop_frames']} frames, arith, compact ID latent "
+          f"({f['id_latent_bytes']} bytes, {f['id_latent_loss_db']:.4f} dB):")
+    for c in f["rd_curve"] + [f["max_loss_stream"]]:
+        print(f"  quality {c['quality']:5.1f}: {c['bytes_per_frame']:6.2f} bytes/frame "
+              f"({c['bytes_per_frame_with_header']:.2f} with header; amortised 10 s "
+              f"{c['bytes_per_frame_amortised_10s']:.2f}, 60 s {c['bytes_per_frame_amortised_60s']:.2f}), "
+              f"decoded PSNR loss {c['psnr_loss_db']:.4f} dB")
+    for clip in f["real_clips"]:
+        for c in (clip, clip["at_max_loss"]):
+            print(f"  real clip {clip['clip']}, {c['frames']} frames, quality {c['quality']:.1f}: "
+                  f"{c['bytes_per_frame']:.2f} bytes/frame ({c['bytes_per_frame_with_header']:.2f} with header; "
+                  f"amortised 10 s {c['bytes_per_frame_amortised_10s']:.2f}, 60 s "
+                  f"{c['bytes_per_frame_amortised_60s']:.2f}), loss {c['psnr_loss_db']:.4f} dB at "
+                  f"{c['psnr_exact_db']:.2f} dB, ID latent {c['id_latent_bytes']} bytes ({c['id_latent_loss_db']:.4f} dB)")
+    print(f"  arith bitstream layer: encode {f['arith_encode_us_per_frame']:.0f} us/frame, decode "
+          f"{f['arith_decode_us_per_frame']:.0f} us/frame")
+    if "plot" in f:
+        print(f"  {f['plot']}")
+
+
 # --- the whole picture (issue 13): the background's bytes, amortised ----------------------------------------
 
-BACKGROUND_SECONDS = (10, 60)
+BACKGROUND_SECONDS = AMORTISED_SECONDS
 BACKGROUND_SIZE = (1280, 720)
 
 
@@ -200,6 +405,16 @@ def main() -> None:
     parser.add_argument("--chunk-frames", type=int, default=250, help="frames per chunk (250 = 10 s at 25 fps)")
     parser.add_argument("--alpha-step", type=float, help="quantisation step of the alphas (default 2^-6)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    parser.add_argument("--closed-loop-frames", type=int, default=64, help="frames of the closed-loop clip")
+    parser.add_argument("--qualities", type=lambda t: [float(v) for v in t.split(",")], default=[30, 40, 60, 70],
+                        help="qualities of the rate-distortion curve (the default quality is always added)")
+    parser.add_argument("--plot", type=Path, help="draw bytes/frame against decoded PSNR loss into this PNG")
+    parser.add_argument("--media", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "media")
+    parser.add_argument("--real-clips", type=lambda t: [v for v in t.split(",") if v], default=["d0", "s20"],
+                        help="clips of --media to encode (names without .mp4; empty: none)")
+    parser.add_argument("--real-frames", type=frame_range, default=(0, 32), metavar="A:B")
+    parser.add_argument("--work-dir", type=Path, help="keep encodes and stage caches here (else a temporary dir)")
+    parser.add_argument("--synthetic-only", action="store_true", help="part 1 only (no encodes)")
     parser.add_argument("--background", action="store_true",
                         help="add the background's bytes (still, video) amortised over 10 s and 60 s")
     args = parser.parse_args()
@@ -214,6 +429,17 @@ def main() -> None:
           f"with header); per clip: " + ", ".join(f"{x:.2f}" for x in r["entropy_bytes_per_frame_per_clip"]))
     print(f"ratio entropy/raw: {r['entropy_over_raw']:.3f} (target <= {TARGET_ENTROPY_BYTES_PER_FRAME:g} B/frame "
           f"and <= 1/3 of raw: {'met' if r['target_met'] else 'NOT met'}); saturated values: {r['saturated_values']}")
+    print(f"arith:   {r['trace_arith_bytes_per_frame']:7.2f} bytes/frame "
+          f"({r['trace_arith_bytes_per_frame_with_header']:.2f} with header)")
+    if not args.synthetic_only:
+        if args.work_dir:
+            args.work_dir.mkdir(parents=True, exist_ok=True)
+            streams = measure_streams(args, args.work_dir)
+        else:
+            with tempfile.TemporaryDirectory(prefix="stv-bench-rate-") as folder:
+                streams = measure_streams(args, Path(folder))
+        print_streams(streams)
+        r.update(streams)
     if args.background:
         print("\n".join(background_lines(r)))
     if args.json:

@@ -37,8 +37,15 @@ The 1.2 goldens (minor 2: a 'plac' extension, the face's placement in the source
     golden_background.stv     'plac' and a 'bgnd' still (a 1280x720 WebP gradient)
     golden_bad_background.stv a 'bgnd' whose picture is not the source's size: frames read, no background
 
-The 1.3 goldens (minor 3: a 'bgvd' extension, the scene behind the face as a low-rate AV1 video in IVF):
+The 1.3 goldens (minor 3: the `arith` chunk profile, format_spec.md §7b; the compact ID latent `idpc`; a
+`bgvd` extension, the scene behind the face as a low-rate AV1 video in IVF):
 
+    golden_arith.stv          40 frames: two arith chunks (regions 20, 10, 2, 3; one holds int16 extremes, so
+                              residuals wrap and take the widest categories), then an entropy chunk
+    golden_bad_arith.stv      arith chunks: intact; CRC-valid but its coder words do not end with its last value
+                              (damage); a flipped bit (CRC mismatch, resync); intact
+    golden_compact_latent.stv an `idpc` compact ID latent (10x64 in the shipped tiny basis) beside a 1x1 zero
+                              latent field, 12 frames in one arith chunk
     golden_background_video.stv      'plac', the 'bgnd' still and a 12-frame 1280x720 'bgvd' (a square moving over
                                      the gradient)
     golden_bad_background_video.stv  a 'bgvd' that holds 9 frames for the 12 of the stream, whose frame 4's bytes
@@ -67,11 +74,12 @@ from codec.bitstream.chunk import chunk_bytes, encode_chunk, encode_payload
 from codec.bitstream.compress import compress
 from codec.bitstream.background import encode_background
 from codec.bitstream.background_video import background_video_bytes, encode_background_video, ivf_file
-from codec.bitstream.header import EXT_BACKGROUND, EXT_BACKGROUND_VIDEO, EXT_PLACEMENT, encode_header
+from codec.bitstream.header import (EXT_BACKGROUND, EXT_BACKGROUND_VIDEO, EXT_COMPACT_LATENT, EXT_PLACEMENT,
+                                    encode_header)
 from codec.bitstream.layout import hexdump
 from codec.bitstream.placement import Placement, encode_placement
 from codec.bitstream.probe import probe
-from codec.bitstream.schema import PROFILE_ENTROPY, PROFILE_RAW
+from codec.bitstream.schema import PROFILE_ARITH, PROFILE_ENTROPY, PROFILE_RAW
 from codec.errors import BitstreamError
 
 # StyleSpace indices of an unofficial re-implementation (DESIGN §7), in (layer, channel) form: a plausible table.
@@ -247,7 +255,64 @@ def v12_files() -> dict[str, bytes]:
     return files
 
 
+REGIONS = (20, 10, 2, 3)  # the tiny channel table's regions: mouth and jaw, eyes and brows, pupils; then pose
+
+
+def arith(records: np.ndarray, first: int) -> bytes:
+    return encode_chunk(records, first, PROFILE_ARITH, REGIONS)
+
+
 def v13_files() -> dict[str, bytes]:
+    return {**arith_files(), **background_video_files()}
+
+
+def arith_files() -> dict[str, bytes]:
+    head, records = tiny_records(40, 3.0)
+    head = replace_version(head, 3)
+    records[20:24] = extremes(4)
+    files = {"golden_arith.stv": encode_header(head) + arith(records[:16], 0) + arith(records[16:32], 16)
+             + entropy(records[32:], 32)}
+    head, records = tiny_records(32, 3.5)
+    head = replace_version(head, 3)
+    good = arith(records[8:16], 8)
+    words_end = bytearray(good[16:-4])
+    words_end[-4] ^= 0x01  # the coder's last word: still not zero, but the values no longer end there
+    crc_hit = bytearray(arith(records[16:24], 16))
+    crc_hit[40] ^= 0x10
+    files["golden_bad_arith.stv"] = (encode_header(head) + arith(records[:8], 0)
+                                     + chunk_bytes(PROFILE_ARITH, 8, 8, bytes(words_end)) + bytes(crc_hit)
+                                     + arith(records[24:], 24))
+    head, records = tiny_records(12, 4.0)
+    files["golden_compact_latent.stv"] = encode_header(compact_header(head)) + arith(records, 0)
+    return files
+
+
+def compact_header(head: StvHeader) -> StvHeader:
+    """`head` with an `idpc` compact ID latent in the shipped tiny basis instead of its own latent: closed-form
+    integer coefficients (no float projection, so the bytes are the same on every machine), row steps 2^-5..2^-3."""
+    from dataclasses import replace
+
+    from codec.bitstream.latent import CompactLatent, encode_compact_latent, read_basis, step_exponent
+
+    basis_file = Path(__file__).resolve().parents[1] / "weights" / "tiny-64-latent-basis.safetensors"
+    basis = read_basis(basis_file)
+    r, j = np.mgrid[0:10, 0:64]
+    coefficients = np.where(j < 24, (r * 7 + j * 3) % 17 - 8, 0) * (24 - np.minimum(j, 24)) // 3
+    coefficients[0, 0] = -700  # a wide category: low bits in two pieces
+    steps = (2.0 ** -(5 - np.arange(10) // 4)).astype(np.float32)
+    compact = CompactLatent(hashlib.sha256(basis_file.read_bytes()).digest(), coefficients.astype(np.int32), steps,
+                            np.array([step_exponent(s) for s in steps], np.int8))
+    data = encode_compact_latent(compact, basis)
+    return replace(head, id_latent=np.zeros((1, 1), np.float16), extensions=((EXT_COMPACT_LATENT, data),))
+
+
+def replace_version(head: StvHeader, minor: int) -> StvHeader:
+    from dataclasses import replace
+
+    return replace(head, version=(1, minor))
+
+
+def background_video_files() -> dict[str, bytes]:
     """The background video goldens, over golden_background.stv's placement, still and tracks."""
     still = StvReader(v12_files()["golden_background.stv"]).header
     params = tracks(12, phase=2.5)

@@ -5,6 +5,7 @@ Payload profiles (format_spec.md "Chunk payloads"):
   entropy  d[0] = r[0], d[t] = r[t] - r[t-1] (int16 wrap-around); zigzag z = (d << 1) ^ (d >> 15) as uint16;
            arranged parameter-major (all frames of parameter 0, then parameter 1, ...); split into a plane of
            low bytes followed by a plane of high bytes; one zstd frame. Decodes to the identical records.
+  arith    (1.3) context-adaptive rANS over predicted residuals (codec.bitstream.arith); identical records.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from codec.bitstream.arith import DEFAULT_GROUPS, decode_arith, encode_arith
 from codec.bitstream.compress import compress, decompress_exact
 from codec.bitstream.schema import (
     CHUNK_HEAD_SIZE,
@@ -25,6 +27,7 @@ from codec.bitstream.schema import (
     MAX_CHUNK_FRAMES,
     MAX_FRAME_COUNT,
     N_PARAMS,
+    PROFILE_ARITH,
     PROFILE_ENTROPY,
     PROFILE_NAMES,
     PROFILE_RAW,
@@ -82,12 +85,15 @@ def as_records(records: np.ndarray) -> np.ndarray:
     return records
 
 
-def encode_payload(records: np.ndarray, profile: int) -> bytes:
+def encode_payload(records: np.ndarray, profile: int, groups: tuple[int, ...] = DEFAULT_GROUPS) -> bytes:
+    """`groups`: the arith profile's facial regions (consecutive parameters); other profiles ignore it."""
     records = as_records(records)
     if profile == PROFILE_RAW:
         return records.astype("<i2").tobytes()
     if profile == PROFILE_ENTROPY:
         return compress(delta_planes(records))
+    if profile == PROFILE_ARITH:
+        return encode_arith(records, groups)
     raise BitstreamError(f"unknown chunk profile {profile}")
 
 
@@ -113,6 +119,8 @@ def decode_payload(payload: bytes, profile: int, count: int) -> np.ndarray:
         return np.frombuffer(payload, dtype="<i2").reshape(count, N_PARAMS).astype(np.int16)
     if profile == PROFILE_ENTROPY:
         return undelta_planes(decompress_exact(payload, size, "entropy payload"), count, N_PARAMS)
+    if profile == PROFILE_ARITH:
+        return decode_arith(bytes(payload), count)
     raise BitstreamError(f"unknown chunk profile {profile} (written by a newer encoder?)")
 
 
@@ -126,11 +134,12 @@ def undelta_planes(data: bytes, rows: int, columns: int) -> np.ndarray:
         return np.cumsum(d, axis=0, dtype=np.int16)
 
 
-def encode_chunk(records: np.ndarray, first_frame: int, profile: int) -> bytes:
+def encode_chunk(records: np.ndarray, first_frame: int, profile: int,
+                 groups: tuple[int, ...] = DEFAULT_GROUPS) -> bytes:
     records = as_records(records)
     if not 1 <= len(records) <= MAX_CHUNK_FRAMES:
         raise BitstreamError(f"a chunk holds 1..{MAX_CHUNK_FRAMES} frames, got {len(records)}")
-    return chunk_bytes(profile, len(records), first_frame, encode_payload(records, profile))
+    return chunk_bytes(profile, len(records), first_frame, encode_payload(records, profile, groups))
 
 
 def chunk_bytes(profile: int, count: int, first_frame: int, payload: bytes) -> bytes:
@@ -183,7 +192,7 @@ def read_chunk_at(data: memoryview, offset: int, slice_crc: Callable[[int, int],
         raise ChunkDamage("chunk CRC32 mismatch")
     # A profile this reader does not know is not damage: its CRC matched, so its length is right and the reader
     # steps over it (ChunkInfo.known is False); its frames cannot be decoded here.
-    if head.profile == PROFILE_ENTROPY:
+    if head.profile in (PROFILE_ENTROPY, PROFILE_ARITH):
         # A CRC-valid payload can still fail to decode (a faulty writer); find out now, so that every chunk
         # a reader lists is one it can decode. zstd at ~1 GB/s makes this cheap next to reading the file.
         try:

@@ -41,13 +41,16 @@ EXT_NOTE = b"note"  # free UTF-8 text (e.g. the encoder's command line)
 EXT_POSE = b"pose"  # UTF-8 JSON naming the pose editor (format_spec.md, "Extension fields")
 EXT_PLACEMENT = b"plac"  # 1.2: where each frame's face sits in the source picture (codec.bitstream.placement)
 EXT_BACKGROUND = b"bgnd"  # 1.2: the scene behind the face, one still picture (codec.bitstream.background)
+EXT_COMPACT_LATENT = b"idpc"  # 1.3: the ID latent in a shipped PCA basis (codec.bitstream.latent)
 EXT_BACKGROUND_VIDEO = b"bgvd"  # 1.3: the scene behind the face as a low-rate video (background_video)
 KNOWN_EXTENSIONS = {EXT_NOTE: "UTF-8 note", EXT_POSE: "pose editor (JSON)",
                     EXT_PLACEMENT: "face placement in the source picture (1.2)",
                     EXT_BACKGROUND: "background still picture (1.2)",
+                    EXT_COMPACT_LATENT: "compact ID latent in a PCA basis of W (1.3)",
                     EXT_BACKGROUND_VIDEO: "background video (1.3)"}
 PLACEMENT_MINOR_VERSION = 2  # a writer writes minor 2 when the file carries `plac` or `bgnd` (format_spec.md §14)
-BACKGROUND_VIDEO_MINOR_VERSION = 3  # and minor 3 when it carries `bgvd`
+# ... and minor 3 when it holds an `arith` chunk, a compact ID latent or a background video (format_spec.md §14)
+ARITH_MINOR_VERSION = BACKGROUND_VIDEO_MINOR_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -120,8 +123,11 @@ def extension_problems(h: "StvHeader") -> list[str]:
     from codec.bitstream.background import background_problem
     from codec.bitstream.background_video import background_video_problem
 
+    from codec.bitstream.latent import compact_latent_problem
+
     size = _source_size(h)
     checks = {EXT_POSE: pose_problem, EXT_PLACEMENT: _placement_problem,
+              EXT_COMPACT_LATENT: compact_latent_problem,
               EXT_BACKGROUND: lambda data: background_problem(data, size),
               EXT_BACKGROUND_VIDEO: lambda data: background_video_problem(data, size, h.frame_count)}
     problems = []
@@ -157,6 +163,10 @@ def extension_text(tag: bytes, data: bytes) -> str | None:
         from codec.bitstream.background import background_summary
 
         return background_summary(data)
+    if tag == EXT_COMPACT_LATENT:
+        from codec.bitstream.latent import compact_latent_summary
+
+        return compact_latent_summary(data)
     if tag == EXT_BACKGROUND_VIDEO:
         from codec.bitstream.background_video import background_video_summary
 
@@ -252,7 +262,7 @@ def encode_header(h: StvHeader, zstd_checksum: bool = False) -> bytes:
 def _minor_version_needed(extensions) -> int:
     """The lowest minor version that knows every part of a file with these extensions."""
     tags = {tag for tag, _ in extensions}
-    if EXT_BACKGROUND_VIDEO in tags:
+    if tags & {EXT_BACKGROUND_VIDEO, EXT_COMPACT_LATENT}:
         return BACKGROUND_VIDEO_MINOR_VERSION
     return PLACEMENT_MINOR_VERSION if tags & {EXT_PLACEMENT, EXT_BACKGROUND} else 0
 

@@ -35,7 +35,8 @@ FRAME_COUNT_UNKNOWN = 0xFFFF_FFFF  # header frame count while streaming (never p
 
 PROFILE_RAW = 0
 PROFILE_ENTROPY = 1
-PROFILE_NAMES = {PROFILE_RAW: "raw", PROFILE_ENTROPY: "entropy"}
+PROFILE_ARITH = 2  # 1.3: context-adaptive rANS over predicted residuals (codec.bitstream.arith)
+PROFILE_NAMES = {PROFILE_RAW: "raw", PROFILE_ENTROPY: "entropy", PROFILE_ARITH: "arith"}
 PROFILE_CODES = {name: code for code, name in PROFILE_NAMES.items()}
 PROFILES_FOR_TESTS = range(240, 256)  # never given a meaning: the "unknown profile" a reader must step over
 

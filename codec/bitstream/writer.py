@@ -7,7 +7,9 @@
 Given a path, the writer fills a temporary file beside it, patches the frame count into the header (and its CRC)
 when it closes, and renames it onto the path; on an exception the temporary file is removed and the path is left
 untouched. Given an open binary stream it writes straight into it; the frame count stays "unknown" unless the
-stream is seekable. `profile` may be changed between chunks (a file can mix profiles).
+stream is seekable. `profile` may be changed between chunks (a file can mix profiles). `groups` are the `arith`
+profile's facial regions (consecutive parameters; codec.bitstream.arith). A file with an `arith` chunk says minor
+version 3 (a seekable output switched to `arith` after its header was written gets it patched when it closes).
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from typing import BinaryIO
 
 import numpy as np
 
+from codec.bitstream.arith import DEFAULT_GROUPS, check_groups
 from codec.bitstream.chunk import encode_chunk
-from codec.bitstream.header import StvHeader, encode_header, header_crc
+from codec.bitstream.header import ARITH_MINOR_VERSION, StvHeader, encode_header, header_crc
 from codec.bitstream.quant import SaturationReport, quantise
 from codec.bitstream.schema import (
     CRC_SIZE,
@@ -29,6 +32,7 @@ from codec.bitstream.schema import (
     FRAME_COUNT_UNKNOWN,
     MAX_CHUNK_FRAMES,
     N_PARAMS,
+    PROFILE_ARITH,
     PROFILE_CODES,
 )
 from codec.errors import BitstreamError
@@ -41,11 +45,14 @@ class StvWriter:
         header: StvHeader,
         profile: str = "raw",
         chunk_frames: int = 250,
+        groups: tuple[int, ...] = DEFAULT_GROUPS,
     ):
         if not 1 <= chunk_frames <= MAX_CHUNK_FRAMES:
             raise BitstreamError(f"chunk_frames must be in 1..{MAX_CHUNK_FRAMES}")
         self.profile = profile
-        self._code_of(profile)
+        self.groups = check_groups(groups)
+        if self._code_of(profile) == PROFILE_ARITH:
+            header = replace(header, version=(header.version[0], max(header.version[1], ARITH_MINOR_VERSION)))
         self.header = header
         self.chunk_frames = chunk_frames
         self.frames_written = 0
@@ -105,7 +112,10 @@ class StvWriter:
         chunk, rest = buffered[:count], buffered[count:]
         if self.frames_written + count >= FRAME_COUNT_UNKNOWN:
             raise BitstreamError(f"a .stv file holds fewer than {FRAME_COUNT_UNKNOWN} frames")
-        self._out.write(encode_chunk(chunk, self.frames_written, self._code_of(self.profile)))
+        code = self._code_of(self.profile)
+        if code == PROFILE_ARITH and self._head[9] < ARITH_MINOR_VERSION:
+            self._head[9] = ARITH_MINOR_VERSION  # reaches the file with the frame count, when it can be patched
+        self._out.write(encode_chunk(chunk, self.frames_written, code, self.groups))
         self.frames_written += count
         self._pending = [rest] if len(rest) else []
         self._pending_count = len(rest)

@@ -9,6 +9,7 @@ import click
 import numpy as np
 
 from codec.bitstream import PARAM_NAMES, StvReader
+from codec.bitstream.header import EXT_COMPACT_LATENT
 from codec.bitstream.probe import duration_seconds, format_info, probe, profile_summary
 from codec.cli.common import atomic_output, check_output, clean_errors
 from codec.errors import StvError
@@ -57,7 +58,8 @@ def summary_lines(reader: StvReader) -> list[str]:
                      + (f"; bit rate without it {without / 1000:.3f} kb/s" if without is not None else ""))
     lines += [
         f"generator:   {h.generator_name}  sha256 {h.generator_sha256.hex()}",
-        f"ID latent:   {h.id_latent.shape[0]}x{h.id_latent.shape[1]} float16",
+        f"ID latent:   {h.id_latent.shape[0]}x{h.id_latent.shape[1]} float16"
+        + (" (a placeholder: the compact latent is in extension idpc)" if h.extension(EXT_COMPACT_LATENT) else ""),
     ]
     for ext in info["extensions"]:
         text = f": {ext['text']!r}" if "text" in ext else " (unknown, skipped)"

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from codec import zoo
 from codec.bitstream import N_PARAMS, StvHeader, StvReader
+from codec.bitstream.latent import EXT_COMPACT_LATENT, decode_compact_latent, reconstruct
 from codec.decoder.pipeline import GraphedSynthesis, to_host
 from codec.decoder.render import apply_roll, render
 from codec.errors import BitstreamError, ModelError, StvError
@@ -125,6 +126,17 @@ def pose_editor_for(spec: dict | None, generator_name: str, device: torch.device
 def _editor_on(editor: PoseEditor, device: torch.device | str) -> PoseEditor:
     to = getattr(editor, "to", None)
     return to(device) if callable(to) else editor
+
+
+def stream_id_latent(header: StvHeader) -> np.ndarray:
+    """The ID latent the stream's pictures use: the compact one (format 1.3 `idpc`, rebuilt in the shipped basis its
+    digest names) when present, else the header's float16 latent."""
+    data = header.extension(EXT_COMPACT_LATENT)
+    if data is None:
+        return header.id_latent
+    fields = decode_compact_latent(data)
+    basis = zoo.latent_basis_with_digest(fields.basis_sha256)
+    return reconstruct(decode_compact_latent(data, basis.log_scales), basis)
 
 
 def check_compatible(generator: torch.nn.Module, id_latent: np.ndarray | torch.Tensor,
@@ -256,7 +268,7 @@ def decode(reader: StvReader, generator: torch.nn.Module, editor: PoseEditor, st
         raise StvError(f"frame range {start}:{stop} outside the stream's 0:{len(reader)}")
     if settings.batch < 1:
         raise StvError("batch must be at least 1")
-    latent = header.id_latent if id_latent is None else id_latent
+    latent = stream_id_latent(header) if id_latent is None else id_latent
     check_compatible(generator, latent, header.style_indices)
     latent = torch.as_tensor(np.asarray(latent, np.float32) if not torch.is_tensor(latent) else latent)
     latent = latent.to(settings.device, settings.dtype)

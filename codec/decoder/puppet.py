@@ -17,6 +17,7 @@ import torch
 
 from codec.bitstream import StvHeader, StvReader
 from codec.bitstream.schema import MAGIC
+from codec.decoder.decode import stream_id_latent
 from codec.errors import InputError, StvError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
@@ -40,7 +41,7 @@ def identity_from_stv(path: Path, driving: StvHeader) -> Identity:
                        f"(sha256 {other.generator_sha256.hex()[:16]}...), the stream uses {driving.generator_name!r} "
                        f"(sha256 {driving.generator_sha256.hex()[:16]}...): a latent only means something with "
                        "the generator it was inverted for")
-    return Identity(other.id_latent, other.pose_editor, str(path))
+    return Identity(stream_id_latent(other), other.pose_editor, str(path))
 
 
 def identity_from_image(path: Path, generator: torch.nn.Module, generator_name: str,

@@ -18,9 +18,12 @@ import torch
 from tqdm.auto import tqdm
 
 from codec import interrupts, zoo
-from codec.bitstream import StvHeader, StvWriter, quantise
+from codec.bitstream import StvHeader, StvWriter
 from codec.bitstream.background_video import DEFAULT_KBITS, BackgroundVideoEncoder
-from codec.bitstream.header import EXT_BACKGROUND, EXT_BACKGROUND_VIDEO, EXT_NOTE, EXT_PLACEMENT, EXT_POSE
+from codec.bitstream.compress import compress
+from codec.bitstream.header import (EXT_BACKGROUND, EXT_BACKGROUND_VIDEO, EXT_COMPACT_LATENT, EXT_NOTE,
+                                    EXT_PLACEMENT, EXT_POSE)
+from codec.bitstream.latent import encode_compact_latent
 from codec.encoder.attributes import (LEARNING_RATE_STEPS, AttributeSettings, AttributeState, FaceNetworks,
                                       encode_attributes, video_learning_rates)
 from codec.encoder.cost import RenderCount, measured_stage
@@ -33,6 +36,9 @@ from codec.encoder.pipeline import EncoderModels, Part1Settings, encode_part1, i
 from codec.encoder.refine import RefineSettings, refine
 from codec.encoder.roll import RollSettings, estimate_roll
 from codec.encoder.pose_directions import ESTIMATORS
+from codec.encoder.latent_rate import DEFAULT_LATENT_LOSS_DB, choose_compact_latent
+from codec.encoder.rate import (DEFAULT_QUALITY, ClipRenderer, check_quality, choose_quantisation,
+                                parameter_sensitivity)
 from codec.encoder.sensitivity import load_channel_table
 from codec.encoder.styleflow_condition import styleflow_pose_spec
 from codec.encoder.workdir import CARRY_PREFIX, cached_stage, resumable_stage, stage_key
@@ -50,6 +56,7 @@ MASK_DRAW_SIZE = 256
 # eq. 9's whole-face networks (model registry names), used by attribute encoding when installed
 FACE_NETWORKS = ("arcface_ir_se50", "bisenet_face_parsing")
 CHANNEL_TABLES = {"tiny": "tiny-64-channels.json", "stylegan2-ffhq-config-f": "ffhq-1024-channels.json"}
+LATENT_FORMS = ("compact", "exact")  # how the ID latent is stored (EncodeSettings.latent)
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,14 @@ class EncodeSettings:
     aligned_roll: bool = False
     roll: RollSettings = field(default_factory=RollSettings)
     profile: str = "raw"
+    # Rate-distortion control (codec.encoder.rate): each parameter's quantiser step from its sensitivity and
+    # `quality` (0..100); with max_loss_db, the quality is raised until the measured PSNR loss is at most that.
+    quality: float = DEFAULT_QUALITY
+    max_loss_db: float | None = None
+    # The ID latent: "compact" (format 1.3 `idpc`: coefficients in the generator's shipped PCA basis of W, within
+    # latent_max_loss_db of the float32 latent; codec.encoder.latent_rate) or "exact" (float16, every version).
+    latent: str = "compact"
+    latent_max_loss_db: float = DEFAULT_LATENT_LOSS_DB
     # The whole picture (format 1.2), for full frames: each face's placement ('plac') always, and the scene
     # behind it ('bgnd') as one still picture ("still", coded at background_quality) or not at all ("none"),
     # or the whole frames as a low-rate AV1 video ("video": 'bgvd', format 1.3, at background_kbits; no still
@@ -94,6 +109,12 @@ class EncodeReport:
     generator_renders: dict[str, RenderCount]
     # the resolution each stage renders at ("pose" and "attributes": the early exit `stop_at`)
     stage_resolution: dict[str, int]
+    quality: float = DEFAULT_QUALITY  # the quality the parameters were quantised at (raised by max_loss_db)
+    psnr_exact_db: float = float("nan")  # the clip's PSNR rendered from the unquantised parameters
+    psnr_loss_db: float = float("nan")  # ... minus its PSNR from the quantised ones (the decoded picture)
+    latent: str = "exact"  # how the ID latent is stored: "compact" or "exact"
+    id_latent_bytes: int = 0  # its bytes in the header (the `idpc` data, or the float16 latent's zstd frame)
+    latent_loss_db: float = float("nan")  # the clip's PSNR loss from storing it so, against the float32 latent
 
 
 @dataclass
@@ -114,6 +135,9 @@ def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str =
     batch shrinks that batch."""
     if window is not None and window < 1:
         raise InputError(f"the window must hold at least one frame, got {window}")
+    check_quality(settings.quality)
+    if settings.latent not in LATENT_FORMS:
+        raise InputError(f"latent must be one of {', '.join(LATENT_FORMS)}, got {settings.latent!r}")
     if work_dir is not None:
         Path(work_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="stv-frames-", dir=work_dir) as folder:
@@ -222,29 +246,93 @@ def _encode(video: Path, out: Path, settings: EncodeSettings, device: str, work_
     else:
         id_latent, yaw, pitch = part1.id_latent, part1.yaw, part1.pitch
     params = np.concatenate([alpha, yaw[:, None], pitch[:, None], clip.roll_deg[:, None]], axis=1)
-    records, quant, saturation = quantise(params)
+    targets = stage_frames if as_read is None else as_read
+
+    def render_with(latent_values: np.ndarray, values: np.ndarray) -> torch.Tensor:
+        latent_tensor = torch.from_numpy(np.asarray(latent_values, np.float32)).to(device)
+        return ClipRenderer(generator, editor, latent_tensor, table.indices, with_roll=as_read is not None)(values)
+
+    with measured_stage("latent"):
+        stored = _store_id_latent(id_latent, settings, render_with, targets, params)
+    latent = torch.from_numpy(stored.decoded).to(device)
+    renderer = ClipRenderer(generator, editor, latent, table.indices, with_roll=as_read is not None)
+    with measured_stage("quantise"):
+        sensitivity = parameter_sensitivity(ClipRenderer(generator, editor, latent, table.indices, with_roll=True),
+                                            params, table.gammas, table.channel_spread())
+        choice = choose_quantisation(renderer, targets, params, sensitivity, settings.quality,
+                                     settings.max_loss_db, window)
+    records, quant, saturation = choice.records, choice.table, choice.saturation
+    log.info("quantised at quality %.1f: decoded PSNR %.2f dB from the exact parameters, loss %.4f dB",
+             choice.quality, choice.loss.psnr_exact_db, choice.loss.loss_db)
     if saturation.total:
         log.warning("quantisation clipped %d values (%s)", saturation.total, saturation)
     extensions = [(EXT_POSE, json.dumps(pose_spec, sort_keys=True).encode())]
     if note:
         extensions.append((EXT_NOTE, note.encode()))
-    extensions += _whole_picture(clip.scene, settings)
+    extensions += _whole_picture(clip.scene, settings) + stored.extensions
     header = StvHeader(
         width=generator.config.size, height=generator.config.size,
         fps_num=info.fps.numerator, fps_den=info.fps.denominator,
         generator_name=settings.generator, generator_sha256=bytes.fromhex(zoo.generator_digest(settings.generator)),
         style_indices=tuple(table.indices), quant=quant,
-        id_latent=_stored_id_latent(id_latent),
+        id_latent=stored.header_latent,
         frame_count=len(records), extensions=tuple(extensions),
     )
     interrupts.check()  # a Ctrl-C swallowed on the way (see codec.interrupts) publishes nothing
-    with StvWriter(out, header, profile=settings.profile) as writer:
+    with StvWriter(out, header, profile=settings.profile, groups=region_groups(table.regions)) as writer:
         writer.append(records)
     n = len(records)
     size = generator.config.size
     resolution = {"roll": size, "invert": size, "id_select": size, "pose": stop_at, "attributes": stop_at,
                   "refine": min(settings.refine.resolution or size, size)}
-    return EncodeReport(n, part1.id_frame, int(saturation.total), out.stat().st_size, renders, resolution)
+    return EncodeReport(n, part1.id_frame, int(saturation.total), out.stat().st_size, renders, resolution,
+                        choice.quality, choice.loss.psnr_exact_db, choice.loss.loss_db, stored.kind, stored.size,
+                        stored.loss_db)
+
+
+@dataclass(frozen=True)
+class StoredLatent:
+    kind: str  # "compact" or "exact"
+    header_latent: np.ndarray  # float16: the header's field (1 x 1 zero under a compact latent)
+    decoded: np.ndarray  # float32: the latent a decoder renders with
+    extensions: list[tuple[bytes, bytes]]
+    size: int  # bytes the latent takes in the header
+    loss_db: float  # the clip's PSNR loss against the float32 latent (nan: not measured)
+
+
+def _store_id_latent(id_latent: torch.Tensor, settings: EncodeSettings, render_with, targets: FrameSource,
+                     params: np.ndarray) -> StoredLatent:
+    """The ID latent as the stream will carry it: compact when asked for and the generator has a basis."""
+    exact = _stored_id_latent(id_latent)
+    if settings.latent == "compact":
+        name = zoo.latent_basis_name(settings.generator)
+        if name is None:
+            log.info("no latent basis for generator %r: the ID latent is stored exact (float16)", settings.generator)
+        else:
+            basis, digest = zoo.load_latent_basis(name)
+            latent = id_latent.detach().float().cpu().numpy()
+            choice = choose_compact_latent(render_with, latent, targets, params, basis, digest,
+                                           settings.latent_max_loss_db)
+            data = encode_compact_latent(choice.compact, basis)
+            log.info("compact ID latent: %d bytes, PSNR loss %.4f dB against the float32 latent", len(data),
+                     choice.loss_db)
+            # the header's own field holds a 1 x 1 zero latent: a 1.2 decoder refuses it (not the generator's
+            # shape) instead of rendering a wrong face (format_spec.md §3 `idpc`)
+            return StoredLatent("compact", np.zeros((1, 1), np.float16), choice.latent, [(EXT_COMPACT_LATENT, data)],
+                                len(data), choice.loss_db)
+    return StoredLatent("exact", exact, exact.astype(np.float32), [], len(compress(exact.astype("<f2").tobytes())),
+                        float("nan"))
+
+
+def region_groups(regions: list[str]) -> tuple[int, ...]:
+    """The arith profile's parameter groups: runs of offsets of one facial region, then the 3 pose parameters."""
+    runs: list[int] = []
+    for k, region in enumerate(regions):
+        if k and region == regions[k - 1]:
+            runs[-1] += 1
+        else:
+            runs.append(1)
+    return (*runs, 3)
 
 
 def _stored_id_latent(id_latent: torch.Tensor) -> np.ndarray:
