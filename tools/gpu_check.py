@@ -4,8 +4,8 @@
     python3 tools/gpu_check.py --dry-run    # the same code on the CPU at a tiny size (tests/test_gpu_check.py)
 
 Sections, in order, each timed; a failing section is reported and the next one still runs:
-1. wheels    the packages the GPU machine's python3 lacks (construct, zstandard, lpips, av) installed from the
-             wheels in .whl/ (tools/gpu_wheels.sh downloads them here; they travel with the code) into a folder
+1. wheels    the packages the GPU machine's python3 lacks (construct, zstandard, lpips, av, constriction)
+             installed from the wheels in .whl/ (tools/gpu_wheels.sh downloads them here; they travel with the code) into a folder
              of their own, with pip --no-index: that machine has no network.
 2. build     the CUDA extension (csrc/modulated_conv_cuda.cu; the CPU one in a dry run).
 3. tests     pytest -m cuda: the fused kernel against the float64 reference on every config-f layer, fp32 and
@@ -51,7 +51,8 @@ ROOT = Path(__file__).resolve().parents[1]
 WHEELS = ROOT / ".whl"
 SITE = Path(tempfile.gettempdir()) / "stv-gpu-site"
 # module -> requirement, as pyproject.toml pins them (tools/gpu_wheels.sh downloads the same)
-CARRIED = {"construct": "construct", "zstandard": "zstandard", "lpips": "lpips", "av": "av"}
+CARRIED = {"construct": "construct", "zstandard": "zstandard", "lpips": "lpips", "av": "av",
+           "constriction": "constriction"}
 
 
 @dataclass(frozen=True)
