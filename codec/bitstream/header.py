@@ -48,9 +48,10 @@ KNOWN_EXTENSIONS = {EXT_NOTE: "UTF-8 note", EXT_POSE: "pose editor (JSON)",
                     EXT_BACKGROUND: "background still picture (1.2)",
                     EXT_COMPACT_LATENT: "compact ID latent in a PCA basis of W (1.3)",
                     EXT_BACKGROUND_VIDEO: "background video (1.3)"}
-PLACEMENT_MINOR_VERSION = 2  # a writer writes minor 2 when the file carries `plac` or `bgnd` (format_spec.md §14)
-# ... and minor 3 when it holds an `arith` chunk, a compact ID latent or a background video (format_spec.md §14)
-ARITH_MINOR_VERSION = BACKGROUND_VIDEO_MINOR_VERSION = 3
+# The lowest minor version that knows a file's parts (format_spec.md §14): 2 for `plac` or `bgnd`; 3 for an
+# `arith` chunk, a compact ID latent (`idpc`) or a background video (`bgvd`)
+MINOR_VERSION_1_2 = 2
+MINOR_VERSION_1_3 = 3
 
 
 @dataclass(frozen=True)
@@ -122,11 +123,11 @@ def extension_problems(h: "StvHeader") -> list[str]:
     """One line per malformed known extension (the first of each tag): 'header: extension TAG PROBLEM'."""
     from codec.bitstream.background import background_problem
     from codec.bitstream.background_video import background_video_problem
-
     from codec.bitstream.latent import compact_latent_problem
+    from codec.bitstream.placement import placement_problem
 
     size = _source_size(h)
-    checks = {EXT_POSE: pose_problem, EXT_PLACEMENT: _placement_problem,
+    checks = {EXT_POSE: pose_problem, EXT_PLACEMENT: placement_problem,
               EXT_COMPACT_LATENT: compact_latent_problem,
               EXT_BACKGROUND: lambda data: background_problem(data, size),
               EXT_BACKGROUND_VIDEO: lambda data: background_video_problem(data, size, h.frame_count)}
@@ -137,12 +138,6 @@ def extension_problems(h: "StvHeader") -> list[str]:
         if problem:
             problems.append(f"header: extension '{tag.decode()}' {problem}")
     return problems
-
-
-def _placement_problem(data: bytes) -> str | None:
-    from codec.bitstream.placement import placement_problem
-
-    return placement_problem(data)
 
 
 def _source_size(h: "StvHeader") -> tuple[int, int] | None:
@@ -263,8 +258,8 @@ def _minor_version_needed(extensions) -> int:
     """The lowest minor version that knows every part of a file with these extensions."""
     tags = {tag for tag, _ in extensions}
     if tags & {EXT_BACKGROUND_VIDEO, EXT_COMPACT_LATENT}:
-        return BACKGROUND_VIDEO_MINOR_VERSION
-    return PLACEMENT_MINOR_VERSION if tags & {EXT_PLACEMENT, EXT_BACKGROUND} else 0
+        return MINOR_VERSION_1_3
+    return MINOR_VERSION_1_2 if tags & {EXT_PLACEMENT, EXT_BACKGROUND} else 0
 
 
 def header_crc(head_without_crc: bytes) -> bytes:

@@ -24,7 +24,7 @@ import numpy as np
 
 from codec.bitstream.arith import DEFAULT_GROUPS, check_groups
 from codec.bitstream.chunk import encode_chunk
-from codec.bitstream.header import ARITH_MINOR_VERSION, StvHeader, encode_header, header_crc
+from codec.bitstream.header import MINOR_VERSION_1_3, StvHeader, encode_header, header_crc
 from codec.bitstream.quant import SaturationReport, quantise
 from codec.bitstream.schema import (
     CRC_SIZE,
@@ -52,7 +52,7 @@ class StvWriter:
         self.profile = profile
         self.groups = check_groups(groups)
         if self._code_of(profile) == PROFILE_ARITH:
-            header = replace(header, version=(header.version[0], max(header.version[1], ARITH_MINOR_VERSION)))
+            header = replace(header, version=(header.version[0], max(header.version[1], MINOR_VERSION_1_3)))
         self.header = header
         self.chunk_frames = chunk_frames
         self.frames_written = 0
@@ -113,8 +113,8 @@ class StvWriter:
         if self.frames_written + count >= FRAME_COUNT_UNKNOWN:
             raise BitstreamError(f"a .stv file holds fewer than {FRAME_COUNT_UNKNOWN} frames")
         code = self._code_of(self.profile)
-        if code == PROFILE_ARITH and self._head[9] < ARITH_MINOR_VERSION:
-            self._head[9] = ARITH_MINOR_VERSION  # reaches the file with the frame count, when it can be patched
+        if code == PROFILE_ARITH and self._head[9] < MINOR_VERSION_1_3:
+            self._head[9] = MINOR_VERSION_1_3  # reaches the file with the frame count, when it can be patched
         self._out.write(encode_chunk(chunk, self.frames_written, code, self.groups))
         self.frames_written += count
         self._pending = [rest] if len(rest) else []
