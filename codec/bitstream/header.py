@@ -124,10 +124,17 @@ def extension_problems(h: "StvHeader") -> list[str]:
     from codec.bitstream.background import background_problem
     from codec.bitstream.background_video import background_video_problem
     from codec.bitstream.latent import compact_latent_problem
-    from codec.bitstream.placement import placement_problem
+    from codec.bitstream.placement import decode_placement
 
-    size = _source_size(h)
-    checks = {EXT_POSE: pose_problem, EXT_PLACEMENT: placement_problem,
+    # `plac` is decoded once: its problem, and the source size the background checks need
+    placement, placement_error = None, None
+    if h.extension(EXT_PLACEMENT) is not None:
+        try:
+            placement = decode_placement(h.extension(EXT_PLACEMENT))
+        except BitstreamError as exc:
+            placement_error = str(exc)
+    size = None if placement is None else (placement.width, placement.height)
+    checks = {EXT_POSE: pose_problem, EXT_PLACEMENT: lambda data: placement_error,
               EXT_COMPACT_LATENT: compact_latent_problem,
               EXT_BACKGROUND: lambda data: background_problem(data, size),
               EXT_BACKGROUND_VIDEO: lambda data: background_video_problem(data, size, h.frame_count)}
@@ -138,15 +145,6 @@ def extension_problems(h: "StvHeader") -> list[str]:
         if problem:
             problems.append(f"header: extension '{tag.decode()}' {problem}")
     return problems
-
-
-def _source_size(h: "StvHeader") -> tuple[int, int] | None:
-    """The source picture's (width, height) from a well-formed `plac`, else None."""
-    try:
-        placement = h.placement
-    except BitstreamError:
-        return None
-    return None if placement is None else (placement.width, placement.height)
 
 
 def extension_text(tag: bytes, data: bytes) -> str | None:
