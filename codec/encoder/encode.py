@@ -27,7 +27,7 @@ from codec.bitstream.latent import encode_compact_latent
 from codec.encoder.attributes import (LEARNING_RATE_STEPS, AttributeSettings, AttributeState, FaceNetworks,
                                       encode_attributes, video_learning_rates)
 from codec.encoder.cost import RenderCount, measured_stage
-from codec.encoder.frames import AlignedFrames, FrameSource, RolledFrames, default_window
+from codec.encoder.frames import AlignedFrames, FrameSource, RolledFrames, default_window, fixed_mmap_threshold
 from codec.encoder.scene import SceneCollector
 from codec.encoder.head_pose import PoseSettings
 from codec.encoder.progress import frame_bar
@@ -136,6 +136,7 @@ def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str =
     if window is not None and window < 1:
         raise InputError(f"the window must hold at least one frame, got {window}")
     check_quality(settings.quality)
+    fixed_mmap_threshold()  # streamed source pictures must not grow the heap with the clip (codec.encoder.frames)
     if settings.latent not in LATENT_FORMS:
         raise InputError(f"latent must be one of {', '.join(LATENT_FORMS)}, got {settings.latent!r}")
     if work_dir is not None:
