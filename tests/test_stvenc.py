@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from codec.bitstream import RECORD_SIZE, StvReader
-from codec.bitstream.schema import CHUNK_OVERHEAD
+from codec.bitstream.schema import CHUNK_OVERHEAD, PROFILE_ARITH
 from codec.decoder.decode import stream_id_latent
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,8 +46,11 @@ def test_file_is_valid_and_sized_exactly(encoded):
     assert check.returncode == 0, check.stdout + check.stderr
     reader = StvReader(encoded)
     assert len(reader) == N_FRAMES
-    chunks = len(reader.chunks)
-    assert encoded.stat().st_size == reader.header_size + chunks * CHUNK_OVERHEAD + N_FRAMES * RECORD_SIZE
+    # stvenc's default profile: arith chunks, their payloads and framing making up the rest of the file exactly
+    assert {chunk.profile for chunk in reader.chunks} == {PROFILE_ARITH}
+    chunk_bytes = sum(CHUNK_OVERHEAD + chunk.payload_size for chunk in reader.chunks)
+    assert encoded.stat().st_size == reader.header_size + chunk_bytes
+    assert chunk_bytes < N_FRAMES * RECORD_SIZE  # fewer bytes than the 70-byte records
     assert reader.header.pose_editor == {"editor": "linear", "model": "tiny-pose"}
 
 

@@ -64,9 +64,11 @@ class BackgroundChoice(click.ParamType):
                    "'stylegan2-ffhq-config-f' after `stv-weights fetch`")
 @click.option("--device", default="auto", show_default=True, help="auto (cuda when available), cpu or cuda")
 @click.option("--frames", "frame_range", default=None, metavar="A:B", help="encode frames A (inclusive) to B")
-@click.option("--profile", type=click.Choice(["raw", "entropy", "arith"]), default="raw", show_default=True,
-              help="raw: 70-byte records; entropy: delta + zstd chunks; arith: context-adaptive rANS chunks "
-                   "(format 1.3; fewest bytes; 1.1/1.2 readers skip its chunks). All decode to the same values")
+@click.option("--profile", type=click.Choice(["raw", "entropy", "arith"]), default=DEFAULTS.profile,
+              show_default=True,
+              help="arith: context-adaptive rANS chunks (format 1.3; fewest bytes: about 5-10 a frame at the "
+                   "default quality); entropy: delta + zstd chunks; raw: 70-byte records (chunk profile 0, "
+                   "which every reader knows). All decode to the same values")
 @click.option("--quality", type=click.FloatRange(0, 100), default=DEFAULTS.quality, show_default=True,
               help="0..100: each parameter's quantiser step follows how much the picture moves with it; the "
                    "quantisation noise is a tenth of the clip's own re-synthesis error at 50 (about 0.043 dB of "

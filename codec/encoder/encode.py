@@ -72,7 +72,8 @@ class EncodeSettings:
     # with the rest in the refinement, against the frames as they are. False: roll 0.
     aligned_roll: bool = False
     roll: RollSettings = field(default_factory=RollSettings)
-    profile: str = "raw"
+    # arith: the fewest bytes, and the default stream needs a format 1.3 reader anyway for its compact latent
+    profile: str = "arith"
     # Rate-distortion control (codec.encoder.rate): each parameter's quantiser step from its sensitivity and
     # `quality` (0..100); with max_loss_db, the quality is raised until the measured PSNR loss is at most that.
     quality: float = DEFAULT_QUALITY
