@@ -221,3 +221,44 @@ def test_a_resumed_stage_bar_counts_the_windows_read_back(tmp_path):
     counted = []
     resumable_stage(tmp_path, "stage", "key", 7, 2, run_window, counted.append)
     assert counted == [2, 2]  # the two windows saved by the interrupted run
+
+
+def test_an_encode_interrupted_after_alignment_resumes_without_aligning_again(tmp_path, monkeypatch):
+    """A full-frame clip (faces to find, a scene to place them in): alignment's crops, masks and whole-picture
+    extensions stay in the work dir, a re-run reads them back instead of decoding and aligning again, writes the
+    stream a run without a work dir writes, and then deletes them."""
+    import subprocess
+    import sys
+    from dataclasses import replace
+    from pathlib import Path
+
+    import codec.encoder.encode as encode_module
+
+    pytest.importorskip("dlib", reason="dlib is needed for face landmarks")
+    root = Path(__file__).resolve().parents[1]
+    clip = tmp_path / "clip.mkv"
+    subprocess.run([sys.executable, str(root / "tools" / "make_scene_clip.py"), str(clip), "--size", "640x480",
+                    "--frames", "3"], check=True, capture_output=True, timeout=300)
+    settings = replace(QUICK, aligned_input=False, aligned_roll=False)
+    encode_video(clip, tmp_path / "straight.stv", settings, progress=False)
+
+    def interrupted(*args, **kwargs):
+        raise Interrupted
+
+    work = tmp_path / "work"
+    monkeypatch.setattr(encode_module, "encode_part1", interrupted)
+    with pytest.raises(Interrupted):
+        encode_video(clip, tmp_path / "resumed.stv", settings, work_dir=work, progress=False)
+    assert (work / encode_module.ALIGNED_FILE).stat().st_size == 3 * 3 * 64 * 64
+    assert (work / encode_module.ALIGN_RESULT).is_file()
+    monkeypatch.undo()
+    aligned_again = []
+    real = encode_module._aligned_clip
+    monkeypatch.setattr(encode_module, "_aligned_clip", lambda *a, **k: aligned_again.append(1) or real(*a, **k))
+    encode_video(clip, tmp_path / "resumed.stv", settings, work_dir=work, progress=False)
+    assert aligned_again == []
+    straight, resumed = StvReader(tmp_path / "straight.stv"), StvReader(tmp_path / "resumed.stv")
+    assert [tag for tag, _ in resumed.header.extensions] == [tag for tag, _ in straight.header.extensions]
+    assert b"plac" in dict(resumed.header.extensions) and b"bgnd" in dict(resumed.header.extensions)
+    assert (tmp_path / "resumed.stv").read_bytes() == (tmp_path / "straight.stv").read_bytes()
+    assert not (work / encode_module.ALIGNED_FILE).exists() and not (work / encode_module.ALIGN_RESULT).exists()

@@ -105,7 +105,8 @@ class BackgroundChoice(click.ParamType):
                    "registration (no landmarks needed), undo it for the stages, fit it in the refinement and store it")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="cache each stage here; a re-run with the same input and settings resumes from it (inversion, "
-                   "head pose and attributes from the window they were in)")
+                   "head pose and attributes from the window they were in). The aligned crops (3 MB a frame at "
+                   "1024²) stay here until the stream is written")
 @click.option("--window", type=click.IntRange(min=1), default=None, metavar="N",
               help="frames each stage holds in memory (as floats) at a time; the aligned crops wait in a uint8 "
                    "file in --work-dir (else the temporary dir), so memory does not grow with the clip. "

@@ -41,7 +41,7 @@ from codec.encoder.rate import (DEFAULT_QUALITY, ClipRenderer, check_quality, ch
                                 parameter_sensitivity)
 from codec.encoder.sensitivity import load_channel_table
 from codec.encoder.styleflow_condition import styleflow_pose_spec
-from codec.encoder.workdir import CARRY_PREFIX, cached_stage, resumable_stage, stage_key
+from codec.encoder.workdir import CARRY_PREFIX, cached_stage, read_keyed, resumable_stage, stage_key, write_keyed
 from codec.errors import InputError, ModelError
 from codec.preprocess.align import align_video_with_sources
 from codec.preprocess.masks import canonical_masks, region_masks
@@ -124,14 +124,23 @@ class AlignedClip:
     roll_deg: np.ndarray  # [N]
     blink: np.ndarray  # [N] bool
     masks: dict[str, torch.Tensor]  # region -> [1 or N, 1, r, r] soft masks at the encoder's resolution
-    scene: SceneCollector | None = None  # placement and background samples (full frames only)
+    scene: SceneCollector | None = None  # placement and background samples (full frames only), while aligning
+    whole_picture: list[tuple[bytes, bytes]] = field(default_factory=list)  # the scene's extensions, once made
+
+
+# With a work dir, alignment's results stay there until the stream is written, so an interrupted encode resumes
+# after it: the crops in ALIGNED_FILE, the rest (roll, blink, masks, the whole picture's extensions) in ALIGN_RESULT.
+ALIGNED_FILE = "aligned.u8"
+ALIGN_RESULT = "align.safetensors"
+MASK_PREFIX, EXTENSION_PREFIX = "mask.", "extension."
 
 
 def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str = "cpu",
                  work_dir: Path | None = None, progress: bool = True, note: str = "",
                  window: int | None = None) -> EncodeReport:
-    """Encode `video` into the .stv file `out`. The aligned crops are kept as uint8 in a file (in `work_dir`, else
-    a temporary dir) and the stages read at most `window` of them at a time as floats (None: as many as an
+    """Encode `video` into the .stv file `out`. The aligned crops are kept as uint8 in a file (in `work_dir` until
+    the stream is written, so that an interrupted run resumes after alignment; else in a temporary dir) and the
+    stages read at most `window` of them at a time as floats (None: as many as an
     eighth of the free memory holds, see `codec.encoder.frames.default_window`); a window smaller than a stage's
     batch shrinks that batch."""
     if window is not None and window < 1:
@@ -142,8 +151,9 @@ def encode_video(video: Path, out: Path, settings: EncodeSettings, device: str =
         raise InputError(f"latent must be one of {', '.join(LATENT_FORMS)}, got {settings.latent!r}")
     if work_dir is not None:
         Path(work_dir).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="stv-frames-", dir=work_dir) as folder:
-        return _encode(video, out, settings, device, work_dir, progress, note, window, Path(folder))
+        return _encode(video, out, settings, device, Path(work_dir), progress, note, window, Path(work_dir))
+    with tempfile.TemporaryDirectory(prefix="stv-frames-") as folder:
+        return _encode(video, out, settings, device, None, progress, note, window, Path(folder))
 
 
 def _encode(video: Path, out: Path, settings: EncodeSettings, device: str, work_dir: Path | None, progress: bool,
@@ -155,16 +165,23 @@ def _encode(video: Path, out: Path, settings: EncodeSettings, device: str, work_
     size = generator.config.size
     window = window or default_window(3 * size * size * 4, device)
     settings = within_window(settings, window)
-    store = AlignedFrames(frames_dir / "aligned.u8", size, device)
-    expected = max(0, (info.frame_count if stop is None else min(stop, info.frame_count)) - start)
-    scene = None if settings.aligned_input else SceneCollector(size, expected, video=_video_encoder(settings, info.fps))
-    with measured_stage("align"):
-        clip = _aligned_clip(video, store, stop_at, start, stop, settings.aligned_input, progress, scene)
+    digest = zoo.sha256_of(video)
+    align_key = stage_key(digest, "align", {"frames": [start, stop], "aligned_input": settings.aligned_input,
+                                            "size": size, "stop_at": stop_at, "background": settings.background,
+                                            "background_quality": settings.background_quality,
+                                            "background_kbits": settings.background_kbits})
+    clip = _stored_alignment(work_dir, align_key, size, device)
+    if clip is None:
+        if work_dir is not None:  # an earlier run's result must never describe the crops written now
+            (work_dir / ALIGN_RESULT).unlink(missing_ok=True)
+        clip = _align(video, settings, info, size, stop_at, frames_dir, device, progress)
+        if work_dir is not None:
+            write_keyed(work_dir / ALIGN_RESULT, align_key, _alignment_tensors(clip))
     if len(clip.frames) == 0:
         raise InputError(f"{video}: no frames in the range {start}:{'' if stop is None else stop}")
     clip.masks = {name: mask.to(device) for name, mask in clip.masks.items()}
     stage_frames: FrameSource = clip.frames
-    input_key = f"{zoo.sha256_of(video)}:{start}:{stop}:{settings.aligned_input}:{settings.generator}"
+    input_key = f"{digest}:{start}:{stop}:{settings.aligned_input}:{settings.generator}"
     if settings.pose_editor is not None:  # the cached pose (and later) stages depend on the editor
         input_key += f":pose_editor={settings.pose_editor}"
     inverter = _inverter(settings, device)
@@ -271,7 +288,7 @@ def _encode(video: Path, out: Path, settings: EncodeSettings, device: str, work_
     extensions = [(EXT_POSE, json.dumps(pose_spec, sort_keys=True).encode())]
     if note:
         extensions.append((EXT_NOTE, note.encode()))
-    extensions += _whole_picture(clip.scene, settings) + stored.extensions
+    extensions += clip.whole_picture + stored.extensions
     header = StvHeader(
         width=generator.config.size, height=generator.config.size,
         fps_num=info.fps.numerator, fps_den=info.fps.denominator,
@@ -283,6 +300,9 @@ def _encode(video: Path, out: Path, settings: EncodeSettings, device: str, work_
     interrupts.check()  # a Ctrl-C swallowed on the way (see codec.interrupts) publishes nothing
     with StvWriter(out, header, profile=settings.profile, groups=region_groups(table.regions)) as writer:
         writer.append(records)
+    if work_dir is not None:  # the stream is written: no resume needs the crops (3 MB a frame at 1024²) any more
+        for name in (ALIGNED_FILE, ALIGN_RESULT):
+            (work_dir / name).unlink(missing_ok=True)
     n = len(records)
     size = generator.config.size
     resolution = {"roll": size, "invert": size, "id_select": size, "pose": stop_at, "attributes": stop_at,
@@ -363,6 +383,56 @@ def within_window(settings: EncodeSettings, window: int) -> EncodeSettings:
                                                     batch_frames=min(settings.part1.project.batch_frames, window)))
     return replace(settings, part1=part1, refine=replace(settings.refine,
                                                          batch_frames=min(settings.refine.batch_frames, window)))
+
+
+def _align(video: Path, settings: EncodeSettings, info, size: int, stop_at: int, folder: Path, device: str,
+           progress: bool) -> AlignedClip:
+    """Decode and align the clip's frames into a new store in `folder`, then make the whole picture's extensions
+    from what the scene saw (its sampled source pictures are let go)."""
+    start, stop = settings.frames
+    store = AlignedFrames(Path(folder) / ALIGNED_FILE, size, device)
+    expected = max(0, (info.frame_count if stop is None else min(stop, info.frame_count)) - start)
+    scene = None if settings.aligned_input else SceneCollector(size, expected, video=_video_encoder(settings, info.fps))
+    try:
+        with measured_stage("align"):
+            clip = _aligned_clip(video, store, stop_at, start, stop, settings.aligned_input, progress, scene)
+    except BaseException:
+        store.remove()  # a half-aligned clip is never read back
+        raise
+    clip.whole_picture, clip.scene = _whole_picture(scene, settings), None
+    return clip
+
+
+def _alignment_tensors(clip: AlignedClip) -> dict[str, torch.Tensor]:
+    tensors = {"roll": torch.from_numpy(np.asarray(clip.roll_deg, np.float64)),
+               "blink": torch.from_numpy(np.asarray(clip.blink, np.uint8))}
+    tensors.update({MASK_PREFIX + name: mask.cpu() for name, mask in clip.masks.items()})
+    for index, (tag, data) in enumerate(clip.whole_picture):
+        name = f"{EXTENSION_PREFIX}{index}.{tag.decode('ascii')}"
+        tensors[name] = torch.from_numpy(np.frombuffer(data, np.uint8).copy())
+    return tensors
+
+
+def _stored_alignment(work_dir: Path | None, key: str, size: int, device: str) -> AlignedClip | None:
+    """The alignment an earlier run with the same input and settings left in the work dir, when its crops are all
+    there; else None."""
+    if work_dir is None:
+        return None
+    stored = read_keyed(work_dir / ALIGN_RESULT, key)
+    crops = work_dir / ALIGNED_FILE
+    if stored is None or not crops.is_file():
+        return None
+    count = len(stored["roll"])
+    if crops.stat().st_size != count * 3 * size * size:
+        return None
+    log.info("alignment: %d frames read back from %s", count, work_dir)
+    extensions = sorted((int(name.split(".")[1]), name.split(".", 2)[2].encode("ascii"), value.numpy().tobytes())
+                        for name, value in stored.items() if name.startswith(EXTENSION_PREFIX))
+    return AlignedClip(AlignedFrames(crops, size, device, frames=count), stored["roll"].numpy(),
+                       stored["blink"].numpy().astype(bool),
+                       {name[len(MASK_PREFIX):]: value for name, value in stored.items()
+                        if name.startswith(MASK_PREFIX)},
+                       whole_picture=[(tag, data) for _, tag, data in extensions])
 
 
 def _whole_picture(scene: SceneCollector | None, settings: EncodeSettings) -> list[tuple[bytes, bytes]]:

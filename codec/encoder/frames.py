@@ -83,11 +83,16 @@ class AlignedFrames:
     """uint8 RGB frames [N, R, R, 3] in a file, appended one at a time, read back a window at a time (as floats
     on `device`). The file belongs to the caller (a work dir or a temporary dir)."""
 
-    def __init__(self, path: Path, size: int, device: str | torch.device = "cpu"):
+    def __init__(self, path: Path, size: int, device: str | torch.device = "cpu", frames: int | None = None):
+        """A new file, filled by `append`; or with `frames`, the finished file of an earlier run holding that
+        many frames, read back as it is (a resumed encode)."""
         self.path = Path(path)
         self.size = size
         self.device = device
         self.frame_bytes = size * size * 3
+        if frames is not None:
+            self._writer, self._count = None, frames
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = open(self.path, "wb")  # noqa: SIM115 (closed by `finish`)
         self._count = 0

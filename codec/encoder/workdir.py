@@ -35,16 +35,16 @@ def cached_stage(work_dir: Path | None, stage: str, key: str, compute: Callable[
         with measured_stage(stage):
             return compute()
     file = Path(work_dir) / f"{stage}.safetensors"
-    stored = _read_keyed(file, key)
+    stored = read_keyed(file, key)
     if stored is not None:
         return stored
     with measured_stage(stage):
         result = compute()
-    _write_keyed(file, key, result)
+    write_keyed(file, key, result)
     return result
 
 
-def _read_keyed(file: Path, key: str) -> Tensors | None:
+def read_keyed(file: Path, key: str) -> Tensors | None:
     """The tensors stored in `file` under `key`; None when there is no such file or it has another key."""
     if not file.is_file():
         return None
@@ -57,7 +57,7 @@ def _read_keyed(file: Path, key: str) -> Tensors | None:
         return {name: f.get_tensor(name).clone() for name in f.keys()}
 
 
-def _write_keyed(file: Path, key: str, tensors: Tensors) -> None:
+def write_keyed(file: Path, key: str, tensors: Tensors) -> None:
     file.parent.mkdir(parents=True, exist_ok=True)
     tmp = file.with_name(file.name + ".part")
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata={"key": key})
@@ -84,11 +84,11 @@ def resumable_stage(work_dir: Path | None, stage: str, key: str, count: int, win
         parts, carried = [], None
         for start, stop in windows(count, window):
             file = None if folder is None else folder / f"{start:08d}-{stop:08d}.safetensors"
-            part = _read_keyed(file, key) if file is not None else None
+            part = read_keyed(file, key) if file is not None else None
             if part is None:
                 part = run_window(start, stop, carried)
                 if file is not None:
-                    _write_keyed(file, key, part)
+                    write_keyed(file, key, part)
             elif resumed is not None:
                 resumed(stop - start)
             carried = {name: value for name, value in part.items() if name.startswith(CARRY_PREFIX)}
