@@ -224,3 +224,20 @@ def test_pictures_larger_than_the_head_says_are_refused_by_the_decoder_itself():
     data[12:16] = struct.pack("<HH", 640, 360)
     video = BackgroundVideoDecoder(bytes(data), (640, 360))
     assert video.frame(0) is None and video.error.startswith("frame 0 does not decode")
+
+
+def test_coding_leaves_the_threads_scheduling_as_it_was():
+    """SVT-AV1 run as root switches the thread that feeds it to real-time scheduling (SCHED_FIFO 99); the encoder
+    puts it back, so the rest of an encode, and the processes it starts, are not real-time. (Where SVT-AV1 may not
+    change it, as a plain user, this holds trivially.)"""
+    import os
+
+    if not hasattr(os, "sched_getscheduler"):
+        pytest.skip("no POSIX scheduling calls on this system")
+    before = os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+    rng = np.random.default_rng(5)
+    data = encode_background_video((rng.integers(0, 255, (72, 96, 3), dtype=np.uint8) for _ in range(3)),
+                                   Fraction(25), 50)
+    decoder = BackgroundVideoDecoder(data, (96, 72))
+    assert all(decoder.frame(i) is not None for i in range(3))
+    assert (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority) == before

@@ -14,6 +14,7 @@ from __future__ import annotations
 import fractions
 import os
 import struct
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -144,16 +145,35 @@ class BackgroundVideoEncoder:
         picture = av.VideoFrame.from_ndarray(_padded(frame, self.context.width, self.context.height), format="rgb24")
         picture.pts = self.count
         self.count += 1
-        self.packets += [bytes(p) for p in self.context.encode(picture)]
+        with _scheduling_kept():
+            self.packets += [bytes(p) for p in self.context.encode(picture)]
 
     def finish(self) -> bytes:
         if self.context is None:
             raise ValueError("no background frame to code")
         context, self.context = self.context, None  # freed on return, with its threads
-        self.packets += [bytes(p) for p in context.encode(None)]
+        with _scheduling_kept():
+            self.packets += [bytes(p) for p in context.encode(None)]
         if len(self.packets) != self.count:  # the layout promises one temporal unit per frame
             raise StvError(f"the AV1 encoder gave {len(self.packets)} coded frames for {self.count} frames")
         return ivf_file(self.packets, context.width, context.height, self.fps)
+
+
+@contextmanager
+def _scheduling_kept() -> Iterator[None]:
+    """Run SVT-AV1 and put the calling thread's scheduling back as it was. Run as root (containers), SVT-AV1
+    switches the thread that feeds it to real-time scheduling (SCHED_FIFO, priority 99), and everything the thread
+    does afterwards inherits that: the rest of the encode, torch's worker threads, the processes it starts. Two
+    stv-batch workers started from such a thread spin-waited on each other at FIFO 99, six times slower."""
+    if not hasattr(os, "sched_getscheduler"):  # not Linux
+        yield
+        return
+    policy, priority = os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+    try:
+        yield
+    finally:
+        if (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority) != (policy, priority):
+            os.sched_setscheduler(0, policy, os.sched_param(priority))
 
 
 def coded_size(width: int, height: int) -> tuple[int, int]:
