@@ -8,7 +8,7 @@ import pytest
 from codec.bitstream import StvReader
 from codec.bitstream.header import EXT_PLACEMENT, decode_header, encode_header
 from codec.bitstream.placement import (MAX_PLACED_FRAMES, Placement, decode_placement, encode_placement,
-                                       placement_problem, quantisation_error_px)
+                                       quantisation_error_px)
 from codec.errors import BitstreamError
 from test_bitstream_helpers import make_file
 
@@ -59,9 +59,11 @@ def test_malformed_data_is_one_line_never_a_crash():
         good[:12] + b"\0" * (len(good) - 12): "not a zstd frame",
     }
     for data, message in cases.items():
-        problem = placement_problem(data)
-        assert problem is not None and message in problem and "\n" not in problem, (message, problem)
-    assert placement_problem(good) is None
+        with pytest.raises(BitstreamError) as caught:
+            decode_placement(data)
+        problem = str(caught.value)
+        assert message in problem and "\n" not in problem, (message, problem)
+    decode_placement(good)  # no error
 
 
 def test_a_file_with_placement_reads_the_same_frames_and_says_1_2(tmp_path):

@@ -127,10 +127,10 @@ def extension_problems(h: "StvHeader") -> list[str]:
     from codec.bitstream.placement import decode_placement
 
     # `plac` is decoded once: its problem, and the source size the background checks need
-    placement, placement_error = None, None
-    if h.extension(EXT_PLACEMENT) is not None:
+    placement, placement_error, placement_data = None, None, h.extension(EXT_PLACEMENT)
+    if placement_data is not None:
         try:
-            placement = decode_placement(h.extension(EXT_PLACEMENT))
+            placement = decode_placement(placement_data)
         except BitstreamError as exc:
             placement_error = str(exc)
     size = None if placement is None else (placement.width, placement.height)

@@ -103,12 +103,3 @@ def decode_placement(data: bytes) -> Placement:
     centre[none] = np.nan
     side[none] = np.nan
     return Placement(width, height, centre, side)
-
-
-def placement_problem(data: bytes) -> str | None:
-    """What is wrong with a `plac` extension's data, or None."""
-    try:
-        decode_placement(data)
-    except BitstreamError as exc:
-        return str(exc)
-    return None

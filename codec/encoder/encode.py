@@ -423,12 +423,13 @@ def _stored_alignment(work_dir: Path | None, key: str, size: int, device: str) -
     if stored is None or not crops.is_file():
         return None
     count = len(stored["roll"])
-    if crops.stat().st_size != count * 3 * size * size:
+    frames = AlignedFrames(crops, size, device, frames=count)
+    if crops.stat().st_size != count * frames.frame_bytes:
         return None
     log.info("alignment: %d frames read back from %s", count, work_dir)
     extensions = sorted((int(name.split(".")[1]), name.split(".", 2)[2].encode("ascii"), value.numpy().tobytes())
                         for name, value in stored.items() if name.startswith(EXTENSION_PREFIX))
-    return AlignedClip(AlignedFrames(crops, size, device, frames=count), stored["roll"].numpy(),
+    return AlignedClip(frames, stored["roll"].numpy(),
                        stored["blink"].numpy().astype(bool),
                        {name[len(MASK_PREFIX):]: value for name, value in stored.items()
                         if name.startswith(MASK_PREFIX)},

@@ -196,18 +196,22 @@ class QuantisationChoice:
     calibration: float = 1.0  # the noise measured at the model's steps over the noise they were meant to give
 
 
-def measured_noise(loss_db: float, fit_error: float) -> float:
-    """The quantisation noise (levels RMS) that a measured loss implies: the model's relation, inverted."""
+def noise_for_loss(loss_db: float, fit_error: float) -> float:
+    """The quantisation noise (levels RMS) that costs `loss_db` on a clip re-synthesised with `fit_error` levels
+    RMS, or that a measured loss implies: the model's loss 10 log10(1 + noise^2 / fit_error^2), inverted."""
     return fit_error * math.sqrt(max(10.0 ** (loss_db / 10.0) - 1.0, 0.0))
 
 
 def _quantised_at(renderer: Callable[[np.ndarray], torch.Tensor], targets: FrameSource, params: np.ndarray,
-                  sensitivity: np.ndarray, noise: float, exact_mse: float, window: int) -> tuple:
-    steps = quantiser_steps(sensitivity, noise)
+                  sensitivity: np.ndarray, quality: float, calibration: float, fit_error: float, exact_mse: float,
+                  window: int) -> QuantisationChoice:
+    """`params` quantised with the steps for `quality`'s noise over `calibration`, and the loss measured."""
+    steps = quantiser_steps(sensitivity, noise_levels(quality, fit_error) / calibration)
     table = QuantTable.from_data(params, steps=steps)
     records, _, saturation = quantise(params, table)
     quantised_mse = clip_mse(renderer, targets, dequantise(records, table), window)
-    return table, records, saturation, QuantisationLoss(psnr_of_mse(exact_mse), psnr_of_mse(quantised_mse)), steps
+    loss = QuantisationLoss(psnr_of_mse(exact_mse), psnr_of_mse(quantised_mse))
+    return QuantisationChoice(table, records, saturation, quality, loss, steps, calibration)
 
 
 def choose_quantisation(renderer: Callable[[np.ndarray], torch.Tensor], targets: FrameSource, params: np.ndarray,
@@ -225,24 +229,23 @@ def choose_quantisation(renderer: Callable[[np.ndarray], torch.Tensor], targets:
     if max_loss_db is not None:
         if max_loss_db <= 0:
             raise InputError(f"--max-loss-db must be positive, got {max_loss_db:g}")
-        # the model: the loss is 10 log10(1 + noise^2 / exact MSE), noise in the same units
-        noise = math.sqrt(exact_mse * (10.0 ** (max_loss_db / 10.0) - 1.0)) * 127.5
-        quality = float(np.clip(quality_for_noise(noise, fit_error), *QUALITY_RANGE))
+        quality = float(np.clip(quality_for_noise(noise_for_loss(max_loss_db, fit_error), fit_error),
+                                *QUALITY_RANGE))
     calibration = 1.0
     for attempt in range(MAX_QUALITY_TRIES):
-        wanted = noise_levels(quality, fit_error)
-        table, records, saturation, loss, steps = _quantised_at(renderer, targets, params, sensitivity,
-                                                                wanted / calibration, exact_mse, window)
+        choice = _quantised_at(renderer, targets, params, sensitivity, quality, calibration, fit_error, exact_mse,
+                               window)
+        loss = choice.loss
         log.info("quality %.1f: quantisation loss %.4f dB (%.2f -> %.2f dB)", quality, loss.loss_db,
                  loss.psnr_exact_db, loss.psnr_quantised_db)
-        off = measured_noise(loss.loss_db, fit_error) / wanted
+        off = noise_for_loss(loss.loss_db, fit_error) / noise_levels(quality, fit_error)
         if attempt == 0 and off > 0 and abs(math.log2(off)) > CALIBRATION_TOLERANCE:
             calibration = float(np.clip(off, *CALIBRATION_RANGE))
-            table, records, saturation, loss, steps = _quantised_at(renderer, targets, params, sensitivity,
-                                                                    wanted / calibration, exact_mse, window)
+            choice = _quantised_at(renderer, targets, params, sensitivity, quality, calibration, fit_error,
+                                   exact_mse, window)
             log.info("quality %.1f: the noise model was off by x%.2f; corrected, loss %.4f dB", quality, off,
-                     loss.loss_db)
-        if max_loss_db is None or loss.loss_db <= max_loss_db or quality >= QUALITY_RANGE[1]:
+                     choice.loss.loss_db)
+        if max_loss_db is None or choice.loss.loss_db <= max_loss_db or quality >= QUALITY_RANGE[1]:
             break
         quality = min(QUALITY_RANGE[1], quality + QUALITY_SEARCH_STEP)
-    return QuantisationChoice(table, records, saturation, quality, loss, steps, calibration)
+    return choice
